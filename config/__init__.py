@@ -1,0 +1,25 @@
+"""The configuration a user edits, and the loader that reads it."""
+
+from config.settings import (
+    DEFAULT_CONFIG,
+    AliasSettings,
+    ConfigError,
+    Settings,
+    TargetSettings,
+    UpstreamSettings,
+    env_ref,
+    load_settings,
+    resolve_secret,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "AliasSettings",
+    "ConfigError",
+    "Settings",
+    "TargetSettings",
+    "UpstreamSettings",
+    "env_ref",
+    "load_settings",
+    "resolve_secret",
+]

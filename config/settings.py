@@ -1,0 +1,170 @@
+"""The gateway's settings: a YAML file read into strict models, then TUNEGATE_* environment overrides.
+
+Unknown keys are an error naming the key and the file. Secrets are written as ``$ENV_NAME`` and read from
+the environment when used; the file never holds them and neither does the database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG = Path(__file__).with_name("tunegate.yaml")
+_ENV_REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/*-]{0,127}$"
+
+Policy = Literal["prepend", "if_absent", "replace"]
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def env_ref(value: str | None) -> str | None:
+    """``$OPENAI_API_KEY`` → ``OPENAI_API_KEY``; anything else → None."""
+    match = _ENV_REF.match(value or "")
+    return match.group(1) if match else None
+
+
+def resolve_secret(value: str | None) -> str | None:
+    """Read a ``$NAME`` reference from the environment at the moment it is needed."""
+    name = env_ref(value)
+    return os.environ.get(name) if name else value
+
+
+class DatabaseSettings(_Strict):
+    url: str = "sqlite:///./tunegate.db"
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    admin_key: str | None = "$TUNEGATE_ADMIN_KEY"
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    # Upstream timeouts, seconds: connecting is quick or the upstream is down; answering may take minutes.
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=600.0, gt=0)
+
+
+class UsageSettings(_Strict):
+    flush_interval: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=200, gt=0)
+
+
+class CacheSettings(_Strict):
+    # How long a key or alias lookup is served from memory: the bound on how stale another replica's
+    # change can be seen here. Changes made through this process are visible at once.
+    ttl_seconds: float = Field(default=5.0, ge=0)
+
+
+class UpstreamSettings(_Strict):
+    base_url: str
+    api_key: str | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _secret_is_a_reference(cls, value: str | None) -> str | None:
+        if value is not None and env_ref(value) is None:
+            raise ValueError("write the key as $ENV_NAME and set that environment variable; keys are never stored")
+        return value
+
+
+class TargetSettings(_Strict):
+    model: str
+    upstream: str | None = None  # default: the alias's upstream
+    system_prompt: str | None = None
+
+
+class AliasSettings(_Strict):
+    upstream: str
+    model: str
+    system_prompt: str | None = None
+    fallback: TargetSettings | None = None
+    policy: Policy = "prepend"
+    team: str | None = None  # owning team: the alias is visible to that team only and shadows a global one
+    teams: list[str] = Field(default_factory=list)  # global alias restricted to these teams; empty: all
+
+
+class TeamSettings(_Strict):
+    name: Annotated[str, Field(pattern=_NAME)]
+
+
+class Settings(_Strict):
+    database: DatabaseSettings = DatabaseSettings()
+    server: ServerSettings = ServerSettings()
+    usage: UsageSettings = UsageSettings()
+    cache: CacheSettings = CacheSettings()
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+    teams: list[TeamSettings] = Field(default_factory=list)
+    aliases: dict[Annotated[str, Field(pattern=_NAME)], AliasSettings] = Field(default_factory=dict)
+    source: str = Field(default="<defaults>", exclude=True)
+
+    @property
+    def admin_key(self) -> str | None:
+        return resolve_secret(self.server.admin_key)
+
+
+def _describe(error: ValidationError, path: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key '{where}'")
+        else:
+            lines.append(f"{path}: {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    env = os.environ
+    if url := env.get("TUNEGATE_DATABASE_URL"):
+        raw.setdefault("database", {})["url"] = url
+    server = raw.setdefault("server", {})
+    if "TUNEGATE_ADMIN_KEY" in env:
+        server["admin_key"] = "$TUNEGATE_ADMIN_KEY"
+    if host := env.get("TUNEGATE_HOST"):
+        server["host"] = host
+    if port := env.get("TUNEGATE_PORT"):
+        server["port"] = port
+    return raw
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read the YAML at ``path`` (else $TUNEGATE_CONFIG, else the example), then apply the environment."""
+    chosen = Path(path or os.environ.get("TUNEGATE_CONFIG") or DEFAULT_CONFIG)
+    try:
+        raw = yaml.safe_load(chosen.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{chosen}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{chosen}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{chosen}: the top level must be a mapping of keys")
+    raw = _env_overrides(raw)
+    try:
+        settings = Settings.model_validate({**raw, "source": str(chosen)})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(chosen))) from exc
+    _check_references(settings)
+    return settings
+
+
+def _check_references(settings: Settings) -> None:
+    team_names = {team.name for team in settings.teams}
+    for name, alias in settings.aliases.items():
+        upstreams = [alias.upstream] + ([alias.fallback.upstream] if alias.fallback and alias.fallback.upstream else [])
+        for upstream in upstreams:
+            if upstream not in settings.upstreams:
+                raise ConfigError(f"{settings.source}: aliases.{name}: unknown upstream '{upstream}'")
+        for team in [*([alias.team] if alias.team else []), *alias.teams]:
+            if team not in team_names:
+                raise ConfigError(f"{settings.source}: aliases.{name}: unknown team '{team}'")

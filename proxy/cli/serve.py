@@ -1,0 +1,167 @@
+"""``tunegate serve``, ``tunegate fake-upstream`` and ``tunegate db upgrade``: the commands that run things."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from config import ConfigError, Settings, UpstreamSettings, load_settings
+
+DEMO_KEY = "tg-demo-key"  # demo mode only: a fixed key so the README's snippet works as printed
+DEMO_ADMIN_KEY = "tg-demo-admin"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="gateway YAML (default: $TUNEGATE_CONFIG or config/tunegate.yaml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="a newcomer's set-up: a demo key, and a built-in fake upstream when OPENAI_API_KEY is not set",
+    )
+    serve.set_defaults(run=run_serve)
+
+    fake = sub.add_parser("fake-upstream", help="run the fake OpenAI API used by tests, the demo and benchmarks")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8001)
+    fake.add_argument("--api-key", help="require this key (default: accept any)")
+    fake.set_defaults(run=run_fake_upstream)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema to the latest version")
+    upgrade.add_argument("--config")
+    upgrade.set_defaults(run=run_db_upgrade)
+
+
+def load_or_exit(path: str | None) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"tunegate: configuration error:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start_demo_upstream() -> str:
+    from proxy.fake_upstream import FakeUpstream, server
+
+    port = _free_port()
+    fake = server(FakeUpstream(), host="127.0.0.1", port=port)
+    thread = threading.Thread(target=fake.run, name="tunegate-demo-upstream", daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def _demo_settings(settings: Settings) -> Settings:
+    if not os.environ.get("TUNEGATE_ADMIN_KEY"):
+        os.environ["TUNEGATE_ADMIN_KEY"] = DEMO_ADMIN_KEY
+    if os.environ.get("OPENAI_API_KEY"):
+        return settings
+    base_url = _start_demo_upstream()
+    os.environ["TUNEGATE_DEMO_UPSTREAM_KEY"] = "sk-demo"
+    upstreams = {
+        name: UpstreamSettings(base_url=base_url, api_key="$TUNEGATE_DEMO_UPSTREAM_KEY") for name in settings.upstreams
+    }
+    return settings.model_copy(update={"upstreams": upstreams})
+
+
+def _ensure_demo_key(gateway: Any, settings: Settings) -> str | None:
+    from sqlmodel import select
+
+    from registry.db import session_scope
+    from registry.models import ApiKey
+    from registry.teams import create_key, ensure_team, hash_key
+
+    if not settings.teams:
+        return None
+    with session_scope(gateway.engine) as session:
+        team = ensure_team(session=session, name=settings.teams[0].name)
+        if session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(DEMO_KEY))).first() is None:
+            create_key(session=session, team=team, name="demo", plaintext=DEMO_KEY)
+    return settings.teams[0].name
+
+
+def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
+    import uvicorn
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return uvicorn.Config(
+        app, host=host, port=port, loop=loop, http="httptools", log_level="info", access_log=False, **extra
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.gateway import Gateway
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_or_exit(args.config)
+    if args.demo:
+        settings = _demo_settings(settings)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    gateway = Gateway(settings)
+    if args.demo:
+        gateway.prepare_database()
+        team = _ensure_demo_key(gateway, settings)
+        demo_upstream = "" if os.environ.get("OPENAI_API_KEY") else " (built-in fake upstream: no OPENAI_API_KEY set)"
+        print(
+            f"\ntunegate demo{demo_upstream}\n"
+            f"  base_url  http://{host}:{port}/v1\n"
+            f"  api key   {DEMO_KEY}   (team {team})\n"
+            f"  admin key {os.environ['TUNEGATE_ADMIN_KEY']}\n",
+            flush=True,
+        )
+    server = uvicorn.Server(uvicorn_config(create_app(settings, gateway=gateway), host, port))
+    _exit_cleanly_after_graceful_shutdown()
+    server.run()
+    return 0
+
+
+def _exit_cleanly_after_graceful_shutdown() -> None:
+    # uvicorn shuts down (flushing usage) on SIGTERM/SIGINT, then re-raises the signal to the handler that was
+    # there before it: make that handler a clean exit, so an orderly stop reports success to Kubernetes.
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit)
+
+
+def run_fake_upstream(args: argparse.Namespace) -> int:
+    from proxy.fake_upstream import serve
+
+    serve(host=args.host, port=args.port, api_key=args.api_key)
+    return 0
+
+
+def run_db_upgrade(args: argparse.Namespace) -> int:
+    from registry.db import make_engine, migrate
+
+    settings = load_or_exit(args.config)
+    engine = make_engine(settings.database.url)
+    migrate(engine)
+    print(f"database schema is up to date ({settings.database.url.split('@')[-1]})")
+    return 0

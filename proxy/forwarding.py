@@ -1,0 +1,327 @@
+"""Forwarding one OpenAI request to an alias's targets: injection, fallback, SSE relay and the usage record.
+
+The body is parsed once; only ``model`` (and ``messages`` for chat, ``stream_options`` for streams) is
+touched, everything else reaches the upstream as the client sent it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from litestar import Response
+from litestar.response import Stream
+
+from proxy.errors import GatewayError
+from proxy.gateway import Gateway, UpstreamEndpoint, upstream_headers
+from registry.aliases import ResolvedAlias, Target
+from registry.models import UsageRecord, utcnow
+from registry.teams import Caller
+from registry.tokens import count_messages, count_text
+
+_SYSTEM_ROLES = ("system", "developer")
+
+
+@lru_cache(maxsize=1024)
+def prompt_tokens(prompt: str, model: str) -> int:
+    """What an injected system message costs: the message's 3 framing tokens, its role and its content."""
+    return 3 + count_text("system", model).tokens + count_text(prompt, model).tokens
+
+
+def inject(messages: list[Any], prompt: str, policy: str) -> tuple[list[Any], bool]:
+    """The messages with the target's system prompt applied under ``policy``; True when it was added."""
+    system = {"role": "system", "content": prompt}
+    has_system = any(isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES for m in messages)
+    if policy == "if_absent":
+        return (messages, False) if has_system else ([system, *messages], True)
+    if policy == "replace":
+        return [system, *(m for m in messages if not (isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES))], True
+    return [system, *messages], True
+
+
+@dataclass
+class Attempt:
+    """One target tried for a request."""
+
+    target: Target
+    served_by: str
+    upstream: UpstreamEndpoint
+    payload: dict[str, Any]
+    injected_tokens: int = 0
+
+
+@dataclass
+class Exchange:
+    """A request on its way through the gateway, and the figures its usage record will carry."""
+
+    gateway: Gateway
+    caller: Caller
+    endpoint: str  # chat.completions | completions | embeddings
+    path: str  # upstream path below base_url
+    alias: ResolvedAlias
+    body: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+
+    def attempts(self) -> list[Attempt]:
+        spec = self.alias.spec
+        plan = [(spec.target, "model")] + ([(spec.fallback, "fallback")] if spec.fallback else [])
+        return [self._attempt(target, served_by) for target, served_by in plan]
+
+    def _attempt(self, target: Target, served_by: str) -> Attempt:
+        payload = dict(self.body)
+        payload["model"] = target.model
+        injected = 0
+        if target.system_prompt and self.endpoint == "chat.completions":
+            payload["messages"], added = inject(self.body["messages"], target.system_prompt, self.alias.spec.policy)
+            injected = prompt_tokens(target.system_prompt, target.model) if added else 0
+        if payload.get("stream"):
+            payload["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
+        return Attempt(target, served_by, self.gateway.upstream(target.upstream), payload, injected)
+
+    def headers(self, attempt: Attempt) -> dict[str, str]:
+        return {
+            "x-request-id": self.request_id,
+            "x-tunegate-model": attempt.target.model,
+            "x-tunegate-served-by": attempt.served_by,
+        }
+
+    def saved_tokens(self, attempt: Attempt) -> int:
+        # A fine-tuned target served without the prompt its fallback needs: those tokens were saved.
+        fallback = self.alias.spec.fallback
+        if attempt.served_by != "model" or fallback is None or not fallback.system_prompt or attempt.injected_tokens:
+            return 0
+        return prompt_tokens(fallback.system_prompt, fallback.model)
+
+    def record(
+        self,
+        attempt: Attempt,
+        *,
+        status: int,
+        usage: dict[str, Any] | None,
+        ttft_ms: float | None = None,
+        partial: bool = False,
+        completion_text: str = "",
+    ) -> None:
+        prompt = completion = cached = 0
+        if usage:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        elif partial:
+            # The upstream never sent its count: estimate what was spent with the model's own encoding.
+            messages = attempt.payload.get("messages")
+            if isinstance(messages, list):
+                prompt = count_messages(messages, attempt.target.model).tokens
+            completion = count_text(completion_text, attempt.target.model).tokens
+        now = utcnow()
+        self.gateway.usage.submit(
+            UsageRecord(
+                created_at=now,
+                day=now.date(),
+                request_id=self.request_id,
+                endpoint=self.endpoint,
+                team_id=self.caller.team_id,
+                key_id=self.caller.key_id,
+                alias=self.alias.name,
+                alias_version=self.alias.version,
+                upstream=attempt.upstream.name,
+                model=attempt.target.model,
+                served_by=attempt.served_by,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cached_tokens=cached,
+                injected_tokens=attempt.injected_tokens,
+                saved_tokens=self.saved_tokens(attempt) if status < 400 else 0,
+                status_code=status,
+                latency_ms=(time.perf_counter() - self.started) * 1000,
+                ttft_ms=ttft_ms,
+                partial=partial,
+            )
+        )
+
+
+def _should_fall_back(status: int, body: bytes) -> bool:
+    if status >= 500:
+        return True
+    if status == 404:
+        try:
+            error = orjson.loads(body).get("error") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            return True
+        return bool(error.get("code") == "model_not_found" or "does not exist" in str(error.get("message", "")))
+    return False
+
+
+def _upstream_error(
+    attempt: Attempt, exc: Exception | None, status: int | None = None, body: bytes = b""
+) -> GatewayError:
+    name = attempt.upstream.name
+    if isinstance(exc, httpx.TimeoutException):
+        return GatewayError(504, f"Upstream '{name}' timed out.", code="upstream_timeout")
+    if exc is not None:
+        return GatewayError(
+            502, f"Upstream '{name}' is unreachable ({type(exc).__name__}).", code="upstream_unreachable"
+        )
+    try:
+        message = str((orjson.loads(body).get("error") or {}).get("message") or "")
+    except (orjson.JSONDecodeError, AttributeError):
+        message = ""
+    detail = f": {message}" if message else ""
+    return GatewayError(502, f"Upstream '{name}' answered {status}{detail}", code="upstream_error")
+
+
+async def forward(exchange: Exchange) -> Response[Any]:
+    """Try each target in turn; answer from the first that serves."""
+    attempts = exchange.attempts()
+    stream = bool(exchange.body.get("stream"))
+    last_error: GatewayError | None = None
+    for attempt in attempts:
+        url = attempt.upstream.base_url + exchange.path
+        headers = upstream_headers(attempt.upstream, exchange.request_id)
+        content = orjson.dumps(attempt.payload)
+        try:
+            if stream:
+                response = await _open_stream(exchange, attempt, url, headers, content)
+            else:
+                upstream = await exchange.gateway.http.post(url, content=content, headers=headers)
+                response = _answer(exchange, attempt, upstream.status_code, upstream.content)
+        except _FallBack as fall_back:
+            last_error = fall_back.error
+            continue
+        except httpx.TransportError as exc:
+            last_error = _upstream_error(attempt, exc)
+            continue
+        return response
+    # One record per request: a target that failed and was followed by another spent nothing worth keeping.
+    assert last_error is not None
+    exchange.record(attempts[-1], status=last_error.status, usage=None)
+    last_error.headers = {"x-request-id": exchange.request_id}
+    raise last_error
+
+
+class _FallBack(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        self.error = error
+
+
+def _answer(exchange: Exchange, attempt: Attempt, status: int, body: bytes) -> Response[bytes]:
+    if _should_fall_back(status, body):
+        raise _FallBack(_upstream_error(attempt, None, status, body))
+    headers = exchange.headers(attempt)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _FallBack(_upstream_error(attempt, None, 502, b"")) from None
+    if status >= 400:
+        # The client's own mistake (a bad parameter): the upstream's words, under the gateway's status.
+        exchange.record(attempt, status=status, usage=None)
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
+    if isinstance(data, dict):
+        data["model"] = exchange.alias.name
+        exchange.record(attempt, status=status, usage=data.get("usage"))
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+async def _open_stream(
+    exchange: Exchange, attempt: Attempt, url: str, headers: dict[str, Any], content: bytes
+) -> Response[Any]:
+    http = exchange.gateway.http
+    upstream = await http.send(http.build_request("POST", url, content=content, headers=headers), stream=True)
+    try:
+        if upstream.status_code != 200:
+            body = await upstream.aread()
+            await upstream.aclose()
+            return _answer(exchange, attempt, upstream.status_code, body)
+        lines = upstream.aiter_lines()
+        first = await _next_event(lines)  # nothing has reached the client yet: a failure here can still fall back
+        if first is None:
+            raise _FallBack(_upstream_error(attempt, None, 502, b""))
+    except BaseException:
+        await upstream.aclose()
+        raise
+    relay = _relay(exchange, attempt, upstream, lines, first)
+    return Stream(
+        relay,
+        media_type="text/event-stream",
+        headers={**exchange.headers(attempt), "cache-control": "no-cache"},
+    )
+
+
+async def _next_event(lines: AsyncIterator[str]) -> str | None:
+    async for line in lines:
+        if line.startswith("data:"):
+            return line[5:].strip()
+    return None
+
+
+async def _relay(
+    exchange: Exchange, attempt: Attempt, upstream: httpx.Response, lines: AsyncIterator[str], first: str
+) -> AsyncIterator[bytes]:
+    client_wants_usage = bool((exchange.body.get("stream_options") or {}).get("include_usage"))
+    alias = exchange.alias.name
+    usage: dict[str, Any] | None = None
+    ttft_ms: float | None = None
+    text: list[str] = []
+    status = 200
+    finished = False
+    event: str | None = first
+    try:
+        while event is not None:
+            if event == "[DONE]":
+                finished = True
+                yield b"data: [DONE]\n\n"
+                break
+            chunk = orjson.loads(event)
+            if isinstance(chunk, dict):
+                if "error" in chunk:
+                    status = 502
+                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    break
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                if ttft_ms is None and chunk.get("choices"):
+                    ttft_ms = (time.perf_counter() - exchange.started) * 1000
+                _collect_text(chunk, text)
+                if not client_wants_usage:
+                    chunk.pop("usage", None)
+                    if not chunk.get("choices"):
+                        event = await _next_event(lines)
+                        continue  # the usage chunk the gateway asked for on its own behalf
+                chunk["model"] = alias
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            event = await _next_event(lines)
+        else:
+            finished = usage is not None
+    except (httpx.TransportError, orjson.JSONDecodeError) as exc:
+        error = _upstream_error(attempt, exc if isinstance(exc, httpx.TransportError) else None, 502)
+        status = error.status
+        yield b"data: " + orjson.dumps(error.payload()) + b"\n\n"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
+        exchange.record(
+            attempt,
+            status=status,
+            usage=usage,
+            ttft_ms=ttft_ms,
+            partial=not finished or usage is None,
+            completion_text="".join(text),
+        )
+
+
+def _collect_text(chunk: dict[str, Any], text: list[str]) -> None:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        piece = delta.get("content") if isinstance(delta, dict) else None
+        if piece is None:
+            piece = choice.get("text")
+        if isinstance(piece, str):
+            text.append(piece)

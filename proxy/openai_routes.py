@@ -1,0 +1,118 @@
+"""The OpenAI-compatible surface: chat completions, completions, embeddings and models, per team."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from litestar import Controller, Request, Response, get, post
+from sqlmodel import Session
+
+from proxy.errors import GatewayError, json_response, model_not_found
+from proxy.forwarding import Exchange, forward
+from proxy.gateway import Gateway
+from registry.aliases import visible_aliases
+
+
+def gateway_of(request: Request[Any, Any, Any]) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def read_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"We could not parse the JSON body of your request ({exc}).") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The request body must be a JSON object.")
+    return body
+
+
+def require(body: dict[str, Any], field: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = body.get(field)
+    if value is None:
+        raise GatewayError(
+            400, f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter"
+        )
+    if not isinstance(value, kind) or (isinstance(value, str | list) and not value):
+        raise GatewayError(400, f"Invalid value for '{field}': expected {what}.", param=field, code="invalid_value")
+    return value
+
+
+async def _proxy(
+    request: Request[Any, Any, Any], *, endpoint: str, path: str, required: dict[str, Any]
+) -> Response[Any]:
+    gateway = gateway_of(request)
+    caller = await gateway.authenticate(request.headers.get("authorization"))
+    if caller.role != "team":
+        raise GatewayError(403, "This key may read usage only; it cannot call models.", code="permission_denied")
+    body = await read_json(request)
+    name = require(body, "model", str, "the name of a model (an alias)")
+    for field, (kind, what) in required.items():
+        require(body, field, kind, what)
+    alias = await gateway.resolve_alias(caller, name)
+    return await forward(Exchange(gateway, caller, endpoint, path, alias, body))
+
+
+class OpenAIController(Controller):
+    path = "/v1"
+    tags = ["openai"]  # noqa: RUF012
+
+    @post("/chat/completions", status_code=200)
+    async def chat_completions(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        return await _proxy(
+            request,
+            endpoint="chat.completions",
+            path="/chat/completions",
+            required={"messages": (list, "a non-empty array of messages")},
+        )
+
+    @post("/completions", status_code=200)
+    async def completions(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        return await _proxy(
+            request,
+            endpoint="completions",
+            path="/completions",
+            required={"prompt": ((str, list), "a string or an array")},
+        )
+
+    @post("/embeddings", status_code=200)
+    async def embeddings(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        return await _proxy(
+            request,
+            endpoint="embeddings",
+            path="/embeddings",
+            required={"input": ((str, list), "a string or an array")},
+        )
+
+    @get("/models")
+    async def list_models(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        data = await _models(request)
+        return json_response(200, orjson.dumps({"object": "list", "data": data}))
+
+    @get("/models/{model_id:path}")
+    async def retrieve_model(self, request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+        name = model_id.lstrip("/")
+        for model in await _models(request):
+            if model["id"] == name:
+                return json_response(200, orjson.dumps(model))
+        raise model_not_found(name)
+
+
+async def _models(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
+    gateway = gateway_of(request)
+    caller = await gateway.authenticate(request.headers.get("authorization"))
+    with Session(gateway.engine) as session:
+        aliases = visible_aliases(session=session, team_id=caller.team_id, team=caller.team)
+    return [
+        {
+            "id": alias.name,
+            "object": "model",
+            "created": int(alias.created_at.timestamp()),
+            "owned_by": caller.team if alias.team_id is not None else "tunegate",
+        }
+        for alias, _spec in aliases
+        if caller.allowed_aliases is None or alias.name in caller.allowed_aliases
+    ]

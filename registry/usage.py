@@ -1,0 +1,105 @@
+"""Usage records: one per request, written in batches by a thread off the request path.
+
+Nothing buffered is lost: a failed write is retried, and ``close()`` drains the queue before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from registry.models import UsageRecord
+
+log = logging.getLogger("tunegate.usage")
+
+_STOP = object()
+
+
+class UsageWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        flush_interval: float = 1.0,
+        batch_size: int = 200,
+        before_write: Callable[[Sequence[UsageRecord]], None] | None = None,
+        after_write: Callable[[Sequence[UsageRecord]], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._interval = flush_interval
+        self._batch_size = batch_size
+        self._before_write = before_write  # e.g. costing, done here so the request path does not pay for it
+        self._after_write = after_write
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tunegate-usage-writer", daemon=True)
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.written = 0
+
+    @property
+    def pending(self) -> int:
+        """Records handed in and not yet committed."""
+        return self._pending
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, record: UsageRecord) -> None:
+        with self._lock:
+            self._pending += 1
+        self._queue.put(record)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything submitted so far, then stop."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        batch: list[UsageRecord] = []
+        deadline = time.monotonic() + self._interval
+        stopping = False
+        while not stopping:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                if item is _STOP:
+                    stopping = True
+                else:
+                    assert isinstance(item, UsageRecord)
+                    batch.append(item)
+            except queue.Empty:
+                pass
+            if batch and (stopping or len(batch) >= self._batch_size or time.monotonic() >= deadline):
+                self._write(batch, final=stopping)
+                batch = []
+            if time.monotonic() >= deadline:
+                deadline = time.monotonic() + self._interval
+
+    def _write(self, batch: list[UsageRecord], *, final: bool) -> None:
+        attempt = 0
+        while True:
+            try:
+                if self._before_write is not None:
+                    self._before_write(batch)
+                with Session(self._engine, expire_on_commit=False) as session:
+                    session.add_all(batch)
+                    session.commit()
+                break
+            except Exception:
+                attempt += 1
+                log.exception("writing %d usage records failed (attempt %d); retrying", len(batch), attempt)
+                if final and attempt >= 5:
+                    log.error("giving up on %d usage records at shutdown", len(batch))
+                    return
+                time.sleep(min(5.0, 0.2 * 2**attempt))
+        with self._lock:
+            self._pending -= len(batch)
+            self.written += len(batch)
+        if self._after_write is not None:
+            self._after_write(batch)

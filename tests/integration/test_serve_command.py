@@ -1,0 +1,83 @@
+"""`tunegate serve` as a user runs it: a subprocess, the demo set-up, and usage flushed on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from sqlmodel import Session, select
+
+from config import DEFAULT_CONFIG
+from registry.db import make_engine
+from registry.models import UsageRecord
+from tests.utils.servers import free_port, wait_until_ready
+
+TUNEGATE = Path(sys.executable).with_name("tunegate")
+
+
+@pytest.fixture
+def demo_gateway(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+    """`tunegate serve --demo` on the example config, with usage held for a minute unless flushed at exit."""
+    config = tmp_path / "tunegate.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + "usage: {flush_interval: 60}\n", encoding="utf-8")
+    database = f"sqlite:///{tmp_path / 'demo.db'}"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TUNEGATE_ADMIN_KEY", "TUNEGATE_CONFIG")}
+    env.update(TUNEGATE_DATABASE_URL=database, TUNEGATE_PORT=str(port))
+    process = subprocess.Popen(
+        [str(TUNEGATE), "serve", "--demo", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}")
+        yield f"http://127.0.0.1:{port}/v1", database, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+@pytest.mark.skipif(not shutil.which(str(TUNEGATE)), reason="the tunegate command is not installed in this environment")
+def test_demo_answers_pudong_support_offline_and_flushes_usage_on_sigterm(
+    demo_gateway: tuple[str, str, subprocess.Popen[str]],
+) -> None:
+    base_url, database, process = demo_gateway
+    client = openai.OpenAI(base_url=base_url, api_key="tg-demo-key", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="pudong-support", messages=[{"role": "user", "content": "国际航班提前多久办理值机?"}]
+    )
+    assert raw.parse().choices[0].message.content == "Echo: 国际航班提前多久办理值机?"
+    request_id = raw.headers["x-request-id"]
+
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "tg-demo-key" in output  # the demo prints the key a newcomer needs
+
+    engine = make_engine(database)
+    with Session(engine) as session:
+        record = session.exec(select(UsageRecord).where(UsageRecord.request_id == request_id)).one()
+    engine.dispose()
+    assert record.alias == "pudong-support" and record.completion_tokens == 1 + 1 + 13
+
+
+def test_a_bad_configuration_exits_2_with_the_key_named(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("servre: {port: 1}\n", encoding="utf-8")
+    result = subprocess.run(
+        [str(TUNEGATE), "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"{config}: unknown key 'servre'" in result.stderr
+    assert "Traceback" not in result.stderr
