@@ -55,6 +55,7 @@ class Attempt:
     upstream: UpstreamEndpoint
     payload: dict[str, Any]
     injected_tokens: int = 0
+    weight: int | None = None  # percent of the alias's traffic this target takes (canaries)
 
 
 @dataclass
@@ -72,10 +73,14 @@ class Exchange:
 
     def attempts(self) -> list[Attempt]:
         spec = self.alias.spec
-        plan = [(spec.target, "model")] + ([(spec.fallback, "fallback")] if spec.fallback else [])
-        return [self._attempt(target, served_by) for target, served_by in plan]
+        sticky = self.body.get("user")
+        target, served_by, weight = spec.choose(sticky if isinstance(sticky, str) and sticky else self.request_id)
+        plan = [self._attempt(target, served_by, weight)]
+        if spec.fallback:
+            plan.append(self._attempt(spec.fallback, "fallback", None))
+        return plan
 
-    def _attempt(self, target: Target, served_by: str) -> Attempt:
+    def _attempt(self, target: Target, served_by: str, weight: int | None) -> Attempt:
         payload = dict(self.body)
         payload["model"] = target.model
         injected = 0
@@ -84,19 +89,20 @@ class Exchange:
             injected = prompt_tokens(target.system_prompt, target.model) if added else 0
         if payload.get("stream"):
             payload["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
-        return Attempt(target, served_by, self.gateway.upstream(target.upstream), payload, injected)
+        return Attempt(target, served_by, self.gateway.upstream(target.upstream), payload, injected, weight)
 
     def headers(self, attempt: Attempt) -> dict[str, str]:
         return {
             "x-request-id": self.request_id,
             "x-tunegate-model": attempt.target.model,
             "x-tunegate-served-by": attempt.served_by,
+            **({"x-tunegate-weight": str(attempt.weight)} if attempt.weight is not None else {}),
         }
 
     def saved_tokens(self, attempt: Attempt) -> int:
         # A fine-tuned target served without the prompt its fallback needs: those tokens were saved.
         fallback = self.alias.spec.fallback
-        if attempt.served_by != "model" or fallback is None or not fallback.system_prompt or attempt.injected_tokens:
+        if attempt.served_by == "fallback" or fallback is None or not fallback.system_prompt or attempt.injected_tokens:
             return 0
         return prompt_tokens(fallback.system_prompt, fallback.model)
 
@@ -135,6 +141,7 @@ class Exchange:
                 upstream=attempt.upstream.name,
                 model=attempt.target.model,
                 served_by=attempt.served_by,
+                canary_weight=attempt.weight,
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 cached_tokens=cached,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import and_
 from sqlmodel import Session, col, select
 
@@ -23,6 +24,12 @@ class Target(BaseModel):
     system_prompt: str | None = None
 
 
+class WeightedTarget(Target):
+    """A canary: a target that takes ``weight`` percent of an alias's traffic."""
+
+    weight: int = Field(ge=1, le=99)
+
+
 class AliasSpec(BaseModel):
     """The content of one alias version."""
 
@@ -31,6 +38,32 @@ class AliasSpec(BaseModel):
     fallback: Target | None = None
     policy: Policy = "prepend"
     teams: tuple[str, ...] = Field(default=())  # a global alias limited to these teams; empty: every team
+    canary: tuple[WeightedTarget, ...] = ()  # `target` serves what the canaries leave: 100 - their weights
+
+    @model_validator(mode="after")
+    def _weights_leave_room_for_the_target(self) -> AliasSpec:
+        if self.canary and sum(c.weight for c in self.canary) >= 100:
+            raise ValueError("canary weights must add up to less than 100: the target serves the rest")
+        return self
+
+    @property
+    def target_weight(self) -> int:
+        return 100 - sum(c.weight for c in self.canary)
+
+    def choose(self, sticky: str) -> tuple[Target, str, int]:
+        """The target for one request, the same for the same ``sticky`` value (a ``user`` or request id).
+
+        Returns the target, how it serves ("model" or "canary") and its weight in percent.
+        """
+        if not self.canary:
+            return self.target, "model", 100
+        bucket = int.from_bytes(hashlib.blake2b(sticky.encode(), digest_size=8).digest(), "big") % 100
+        edge = 0
+        for canary in self.canary:
+            edge += canary.weight
+            if bucket < edge:
+                return canary, "canary", canary.weight
+        return self.target, "model", self.target_weight
 
 
 class ResolvedAlias(BaseModel):
