@@ -25,8 +25,11 @@ from proxy.app import create_app  # noqa: E402
 from proxy.fake_upstream import FakeUpstream  # noqa: E402
 from proxy.gateway import Gateway  # noqa: E402
 from registry.models import UsageRecord  # noqa: E402
+from registry.tokens import count_text  # noqa: E402
 from tests.utils.servers import ServerThread, free_port  # noqa: E402
 
+# tiktoken's encoding files (../shared/tiktoken_cache) make token counts exact; without them they are estimates.
+TIKTOKEN_EXACT = count_text("x", "gpt-4o-mini").exact
 ADMIN_KEY = "tg-admin-test-key"
 UPSTREAM_KEY = "sk-fake-upstream-secret"
 PUDONG_PROMPT = "你是上海浦东国际机场的智慧客服。请简洁、准确地回答旅客问题。"
