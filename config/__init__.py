@@ -9,6 +9,7 @@ from config.settings import (
     UpstreamSettings,
     env_ref,
     load_settings,
+    parse_settings,
     resolve_secret,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "UpstreamSettings",
     "env_ref",
     "load_settings",
+    "parse_settings",
     "resolve_secret",
 ]

@@ -14,9 +14,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from config.prices import PriceTableError, load_prices
+
 DEFAULT_CONFIG = Path(__file__).with_name("tunegate.yaml")
 _ENV_REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/*-]{0,127}$"
+_ALIAS_NAME = r"^[A-Za-z0-9*][A-Za-z0-9._:/*-]{0,127}$"  # `*` may lead: a pattern such as `*` or `*-mini`
 
 Policy = Literal["prepend", "if_absent", "replace"]
 
@@ -66,6 +69,25 @@ class CacheSettings(_Strict):
     ttl_seconds: float = Field(default=5.0, ge=0)
 
 
+class MetricsSettings(_Strict):
+    # "$ENV_NAME": /metrics then wants "Authorization: Bearer <its value>" (and refuses all if it is unset);
+    # None: /metrics is open, for a scraper on a private network.
+    token: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_a_reference(cls, value: str | None) -> str | None:
+        if value is not None and env_ref(value) is None:
+            raise ValueError("write the token as $ENV_NAME and set that environment variable")
+        return value
+
+
+class PricesSettings(_Strict):
+    # The price table every usage record is costed with (None: the shipped config/prices.yaml). A relative
+    # path is read from the directory of the configuration file.
+    file: str | None = None
+
+
 class UpstreamSettings(_Strict):
     base_url: str
     api_key: str | None = None
@@ -84,14 +106,37 @@ class TargetSettings(_Strict):
     system_prompt: str | None = None
 
 
+class SplitSettings(_Strict):
+    model: str
+    weight: int = Field(ge=1, le=100)  # percent of the alias's traffic
+    upstream: str | None = None  # default: the alias's upstream
+    system_prompt: str | None = None
+
+
 class AliasSettings(_Strict):
     upstream: str
-    model: str
+    model: str | None = None  # required unless `split` is given; left out for a pattern (`gpt-4o*`, `*`)
     system_prompt: str | None = None
     fallback: TargetSettings | None = None
     policy: Policy = "prepend"
     team: str | None = None  # owning team: the alias is visible to that team only and shadows a global one
     teams: list[str] = Field(default_factory=list)  # global alias restricted to these teams; empty: all
+    # A canary: weights adding up to 100; the first entry is the target, the others canaries.
+    split: list[SplitSettings] | None = None
+    allow_catch_all: bool = False  # needed to create `*`, or a pattern matching existing aliases
+
+
+class FinetuneSettings(_Strict):
+    # Where a team's files go and its jobs run: team_upstreams[team], else `upstream`, else the only upstream.
+    # A job bound to an alias runs on alias_upstreams[alias], else the upstream of the alias's target.
+    upstream: str | None = None
+    team_upstreams: dict[str, str] = Field(default_factory=dict)
+    alias_upstreams: dict[str, str] = Field(default_factory=dict)
+    poll_interval: float = Field(default=30.0, gt=0)  # seconds between passes over the open jobs
+    lease_seconds: float = Field(default=300.0, gt=0)  # a job claimed by a poller that died is free again after
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # larger uploads get 413
+    retirement_check_interval: float = Field(default=3600.0, gt=0)  # seconds between reads of GET /v1/models
+    retirement_window_days: int = Field(default=90, ge=0)  # aliases whose target retires this soon are listed
 
 
 class TeamSettings(_Strict):
@@ -103,14 +148,24 @@ class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     usage: UsageSettings = UsageSettings()
     cache: CacheSettings = CacheSettings()
+    prices: PricesSettings = PricesSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     teams: list[TeamSettings] = Field(default_factory=list)
-    aliases: dict[Annotated[str, Field(pattern=_NAME)], AliasSettings] = Field(default_factory=dict)
+    aliases: dict[Annotated[str, Field(pattern=_ALIAS_NAME)], AliasSettings] = Field(default_factory=dict)
     source: str = Field(default="<defaults>", exclude=True)
 
     @property
     def admin_key(self) -> str | None:
         return resolve_secret(self.server.admin_key)
+
+    @property
+    def prices_path(self) -> Path | None:
+        if self.prices.file is None:
+            return None
+        path = Path(self.prices.file)
+        return path if path.is_absolute() or self.source.startswith("<") else Path(self.source).parent / path
 
 
 def _describe(error: ValidationError, path: str) -> str:
@@ -131,6 +186,8 @@ def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
     server = raw.setdefault("server", {})
     if "TUNEGATE_ADMIN_KEY" in env:
         server["admin_key"] = "$TUNEGATE_ADMIN_KEY"
+    if "TUNEGATE_METRICS_TOKEN" in env:
+        raw.setdefault("metrics", {})["token"] = "$TUNEGATE_METRICS_TOKEN"
     if host := env.get("TUNEGATE_HOST"):
         server["host"] = host
     if port := env.get("TUNEGATE_PORT"):
@@ -150,21 +207,56 @@ def load_settings(path: str | Path | None = None) -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{chosen}: the top level must be a mapping of keys")
     raw = _env_overrides(raw)
+    settings = parse_settings(raw, str(chosen))
+    _check_prices(settings)
+    return settings
+
+
+def parse_settings(raw: dict[str, Any], source: str) -> Settings:
+    """Validate a configuration already read: the file's, or the one ``tunegate apply`` sends."""
     try:
-        settings = Settings.model_validate({**raw, "source": str(chosen)})
+        settings = Settings.model_validate({**raw, "source": source})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(chosen))) from exc
+        raise ConfigError(_describe(exc, source)) from exc
     _check_references(settings)
     return settings
+
+
+def _check_prices(settings: Settings) -> None:
+    # A bad price table is a start-up error naming the entry and the field, like a bad key in this file.
+    try:
+        load_prices(settings.prices_path)
+    except PriceTableError as exc:
+        raise ConfigError(f"{settings.source}: prices.file: {exc}") from exc
 
 
 def _check_references(settings: Settings) -> None:
     team_names = {team.name for team in settings.teams}
     for name, alias in settings.aliases.items():
+        _check_alias_target(settings.source, name, alias)
         upstreams = [alias.upstream] + ([alias.fallback.upstream] if alias.fallback and alias.fallback.upstream else [])
+        upstreams += [entry.upstream for entry in alias.split or () if entry.upstream]
         for upstream in upstreams:
             if upstream not in settings.upstreams:
                 raise ConfigError(f"{settings.source}: aliases.{name}: unknown upstream '{upstream}'")
         for team in [*([alias.team] if alias.team else []), *alias.teams]:
             if team not in team_names:
                 raise ConfigError(f"{settings.source}: aliases.{name}: unknown team '{team}'")
+
+
+def _check_alias_target(source: str, name: str, alias: AliasSettings) -> None:
+    where = f"{source}: aliases.{name}"
+    if "*" in name:
+        if alias.model is not None or alias.split is not None:
+            raise ConfigError(
+                f"{where}: a pattern forwards the model name a client asks for; leave out 'model', 'split'"
+            )
+        return
+    if (alias.model is None) == (alias.split is None):
+        raise ConfigError(f"{where}: give either 'model' or 'split'")
+    if alias.split is not None:
+        if alias.system_prompt is not None:
+            raise ConfigError(f"{where}: with 'split', give each entry its own 'system_prompt'")
+        total = sum(entry.weight for entry in alias.split)
+        if total != 100:
+            raise ConfigError(f"{where}: split: the weights add up to {total}; they must add up to 100")

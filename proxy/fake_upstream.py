@@ -142,6 +142,7 @@ class _Fault:
     delay_ms: float = 0.0
     drop_after_chunks: int | None = None
     chunk_delay_ms: float = 0.0
+    timestamp_chunks: bool = False  # benchmarks: each chunk carries x_sent_ns, the wall clock at sending
 
 
 @dataclass(slots=True)
@@ -464,12 +465,15 @@ class FakeUpstream:
         """Send each event as its own body message (never batched), honouring drop/delay faults."""
         drop = fault.drop_after_chunks if fault else None
         delay = fault.chunk_delay_ms / 1000 if fault else 0.0
+        stamp = fault.timestamp_chunks if fault else False
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         for i, event in enumerate(events):
             if drop is not None and i >= drop:
                 raise _Drop("drop_after_chunks fault")
             if delay and i:
                 await asyncio.sleep(delay)
+            if stamp:
+                event = {**event, "x_sent_ns": time.time_ns()}
             await send(
                 {"type": "http.response.body", "body": b"data: " + orjson.dumps(event) + b"\n\n", "more_body": True}
             )
@@ -906,7 +910,7 @@ class FakeUpstream:
             fault = self._faults.setdefault(body["model"], _Fault())
             if "status" in body:
                 fault.status, fault.times, fault.message = int(body["status"]), body.get("times"), body.get("message")
-            for name in ("delay_ms", "drop_after_chunks", "chunk_delay_ms"):
+            for name in ("delay_ms", "drop_after_chunks", "chunk_delay_ms", "timestamp_chunks"):
                 if name in body:
                     setattr(fault, name, body[name])
         else:

@@ -75,7 +75,9 @@ class Exchange:
         spec = self.alias.spec
         sticky = self.body.get("user")
         target, served_by, weight = spec.choose(sticky if isinstance(sticky, str) and sticky else self.request_id)
-        plan = [self._attempt(target, served_by, weight)]
+        # A target past its shutdown date would only fail: its fallback serves at once.
+        retired = spec.fallback is not None and self.gateway.shutdown_dates.passed(target.upstream, target.model)
+        plan = [] if retired else [self._attempt(target, served_by, weight)]
         if spec.fallback:
             plan.append(self._attempt(spec.fallback, "fallback", None))
         return plan
@@ -128,7 +130,7 @@ class Exchange:
                 prompt = count_messages(messages, attempt.target.model).tokens
             completion = count_text(completion_text, attempt.target.model).tokens
         now = utcnow()
-        self.gateway.usage.submit(
+        self.gateway.limits.submit(  # to the usage writer, and charged to the team's budget and limits
             UsageRecord(
                 created_at=now,
                 day=now.date(),
@@ -198,7 +200,7 @@ async def forward(exchange: Exchange) -> Response[Any]:
             if stream:
                 response = await _open_stream(exchange, attempt, url, headers, content)
             else:
-                upstream = await exchange.gateway.http.post(url, content=content, headers=headers)
+                upstream = await exchange.gateway.transport.post(url, content, headers)
                 response = _answer(exchange, attempt, upstream.status_code, upstream.content)
         except _FallBack as fall_back:
             last_error = fall_back.error
@@ -240,8 +242,7 @@ def _answer(exchange: Exchange, attempt: Attempt, status: int, body: bytes) -> R
 async def _open_stream(
     exchange: Exchange, attempt: Attempt, url: str, headers: dict[str, Any], content: bytes
 ) -> Response[Any]:
-    http = exchange.gateway.http
-    upstream = await http.send(http.build_request("POST", url, content=content, headers=headers), stream=True)
+    upstream = await exchange.gateway.transport.stream(url, content, headers)
     try:
         if upstream.status_code != 200:
             body = await upstream.aread()

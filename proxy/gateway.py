@@ -6,8 +6,11 @@ clears them at once, one made by another replica is seen within ``cache.ttl_seco
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections.abc import Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -18,9 +21,15 @@ from sqlmodel import Session
 
 from config import Settings, resolve_secret
 from proxy.errors import GatewayError, invalid_api_key, model_not_found
+from proxy.limits import Limits
+from proxy.metrics import GatewayMetrics
+from proxy.upstream_transport import AiohttpTransport
 from registry.aliases import ResolvedAlias, resolve
 from registry.bootstrap import apply_settings
+from registry.costing import cost_records
 from registry.db import make_engine, migrate
+from registry.finetune_retirement import ShutdownDates
+from registry.pricing import PriceTable
 from registry.teams import Caller, find_caller
 from registry.upstreams import list_upstreams
 from registry.usage import UsageWriter
@@ -33,34 +42,55 @@ class UpstreamEndpoint:
     api_key: str | None  # resolved from the environment; never logged, never echoed
 
 
+def prepare_database(engine: Engine, settings: Settings) -> None:
+    """Migrate the schema and apply the file's teams, upstreams and aliases: once per start, before serving."""
+    migrate(engine)
+    apply_settings(engine, settings)
+
+
 class Gateway:
-    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, *, engine: Engine | None = None, prepared: bool = False) -> None:
         self.settings = settings
+        self.prepared = prepared  # the database was prepared already (`serve --workers N` does it in the parent)
         self.engine = engine or make_engine(settings.database.url)
         ttl = settings.cache.ttl_seconds
         self._callers: TTLCache[str, Caller] = TTLCache(maxsize=100_000, ttl=ttl)
         self._aliases: TTLCache[tuple[int, str], ResolvedAlias | None] = TTLCache(maxsize=100_000, ttl=ttl)
         self._upstreams: TTLCache[str, dict[str, UpstreamEndpoint]] = TTLCache(maxsize=1, ttl=ttl)
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.server.read_timeout, connect=settings.server.connect_timeout),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60),
-        )
+        self._lookups: TTLCache[Hashable, asyncio.Lock] = TTLCache(maxsize=10_000, ttl=60)
+        timeout = httpx.Timeout(settings.server.read_timeout, connect=settings.server.connect_timeout)
+        # aiohttp's connection pool (5x less CPU per request than httpx's at 64 in flight): model calls post to it
+        # directly; everything else goes through httpx's API on top of it.
+        self.transport = AiohttpTransport(timeout=timeout)
+        self.http = httpx.AsyncClient(timeout=timeout, transport=self.transport)
+        self.metrics = GatewayMetrics(self.engine, settings)
+        self.prices = PriceTable.load(settings.prices_path)  # a bad table stops the start, naming the field
         self.usage = UsageWriter(
-            self.engine, flush_interval=settings.usage.flush_interval, batch_size=settings.usage.batch_size
+            self.engine,
+            flush_interval=settings.usage.flush_interval,
+            batch_size=settings.usage.batch_size,
+            before_write=partial(cost_records, self.prices),
+            after_write=self.metrics.observe,
         )
+        self.limits = Limits(self.engine, self.usage, self.prices, ttl=ttl)
+        self.shutdown_dates = ShutdownDates()  # targets past their shutdown date: kept by the retirement watch
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def prepare_database(self) -> None:
-        migrate(self.engine)
-        apply_settings(self.engine, self.settings)
+        prepare_database(self.engine, self.settings)
 
     async def start(self) -> None:
-        await anyio.to_thread.run_sync(self.prepare_database)
+        if not self.prepared:
+            await anyio.to_thread.run_sync(self.prepare_database)
         self.usage.start()
+        self.limits.start()
+        self.metrics.start(lambda: self.usage.pending)
 
     async def stop(self) -> None:
         await self.http.aclose()
+        await anyio.to_thread.run_sync(self.limits.close)
         await anyio.to_thread.run_sync(self.usage.close)
+        await anyio.to_thread.run_sync(self.metrics.stop)
         self.engine.dispose()
 
     def invalidate(self) -> None:
@@ -80,34 +110,74 @@ class Gateway:
         key = authorization[7:].strip()
         caller = self._callers.get(key)
         if caller is None:
-            caller = await anyio.to_thread.run_sync(self._find_caller, key)
-            if caller is None:
-                raise invalid_api_key()
-            self._callers[key] = caller
+            async with self._lookup(("key", key)):
+                caller = self._callers.get(key)
+                if caller is None:
+                    caller = await anyio.to_thread.run_sync(self._find_caller, key)
+                    if caller is None:
+                        raise invalid_api_key()
+                    self._callers[key] = caller
+        if caller.expired():
+            raise invalid_api_key()
+        if caller.role == "admin":
+            raise GatewayError(
+                403,
+                "This is an admin key: it works on /admin only. Call models with a team key.",
+                code="permission_denied",
+            )
         return caller
+
+    def _lookup(self, what: Hashable) -> asyncio.Lock:
+        # One database lookup per missing entry: requests that miss together wait for the first one's answer
+        # (an entry expiring under load would otherwise send every request in flight to the database at once).
+        lock = self._lookups.get(what)
+        if lock is None:
+            lock = self._lookups[what] = asyncio.Lock()
+        return lock
 
     def _find_caller(self, key: str) -> Caller | None:
         with Session(self.engine) as session:
             return find_caller(session=session, key=key)
 
-    def check_admin(self, authorization: str | None) -> None:
+    async def check_admin(self, authorization: str | None) -> str:
+        """Who an admin request acts as: "admin" for $TUNEGATE_ADMIN_KEY, else the named admin key's name."""
         expected = self.settings.admin_key
+        given = authorization[7:].strip() if authorization and authorization.startswith("Bearer ") else ""
+        if expected and hmac.compare_digest(given.encode(), expected.encode()):
+            return "admin"
+        caller = self._callers.get(given) if given else None
+        if given and caller is None:
+            caller = await anyio.to_thread.run_sync(self._find_caller, given)
+            if caller is not None:
+                self._callers[given] = caller
+        if caller is not None and caller.role == "admin" and caller.name and not caller.expired():
+            return caller.name
+        if caller is not None and caller.role == "finance":
+            raise GatewayError(403, "A finance key may read usage, budgets and savings only.", code="permission_denied")
         if not expected:
             raise GatewayError(
-                403, "The admin API is off: set TUNEGATE_ADMIN_KEY to turn it on.", code="admin_disabled"
+                403,
+                "The admin API is off: set TUNEGATE_ADMIN_KEY to turn it on (or use a named admin key).",
+                code="admin_disabled",
             )
-        given = authorization[7:].strip() if authorization and authorization.startswith("Bearer ") else ""
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise GatewayError(401, "Incorrect admin key provided.", code="invalid_api_key")
+        raise GatewayError(401, "Incorrect admin key provided.", code="invalid_api_key")
 
     async def resolve_alias(self, caller: Caller, name: str) -> ResolvedAlias:
         cache_key = (caller.team_id, name)
         try:
             resolved = self._aliases[cache_key]
         except KeyError:
-            resolved = await anyio.to_thread.run_sync(self._resolve, caller, name)
-            self._aliases[cache_key] = resolved
-        if resolved is None or (caller.allowed_aliases is not None and name not in caller.allowed_aliases):
+            async with self._lookup(("alias", cache_key)):
+                try:
+                    resolved = self._aliases[cache_key]
+                except KeyError:
+                    resolved = await anyio.to_thread.run_sync(self._resolve, caller, name)
+                    self._aliases[cache_key] = resolved
+        if resolved is None or (
+            caller.allowed_aliases is not None
+            and name not in caller.allowed_aliases
+            and resolved.pattern not in caller.allowed_aliases  # a key may be limited to a pattern, too
+        ):
             raise model_not_found(name)
         return resolved
 

@@ -53,7 +53,8 @@ async def _proxy(
     for field, (kind, what) in required.items():
         require(body, field, kind, what)
     alias = await gateway.resolve_alias(caller, name)
-    return await forward(Exchange(gateway, caller, endpoint, path, alias, body))
+    quota = await gateway.limits.admit(caller)  # budget and rate limits: a 429 before anything is spent
+    return await quota.finish(await forward(Exchange(gateway, caller, endpoint, path, alias, body)))
 
 
 class OpenAIController(Controller):
@@ -98,7 +99,12 @@ class OpenAIController(Controller):
         for model in await _models(request):
             if model["id"] == name:
                 return json_response(200, orjson.dumps(model))
-        raise model_not_found(name)
+        # A name a pattern alias (`gpt-4o*`) forwards is callable, though listings leave patterns out.
+        gateway = gateway_of(request)
+        resolved = await gateway.resolve_alias(await gateway.authenticate(request.headers.get("authorization")), name)
+        if resolved.pattern is None:
+            raise model_not_found(name)
+        return json_response(200, orjson.dumps({"id": name, "object": "model", "created": 0, "owned_by": "tunegate"}))
 
 
 async def _models(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:

@@ -104,6 +104,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     yield from _postgres_database(base)
 
 
+@pytest.fixture(scope="module")
+def own_database_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Another empty database of the same kind, for one module: every total in it is that module's own."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path_factory.mktemp('own-db') / 'tunegate.db'}"
+        return
+    yield from _postgres_database(os.environ["TUNEGATE_TEST_DATABASE_URL"])
+
+
 def gateway_yaml(database_url: str, fake_base_url: str, *, extra: str = "") -> str:
     closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens here: a connection error
     return textwrap.dedent(

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from proxy.cli import serve
+from proxy.cli import admin, finetune, serve, usage
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-COMMANDS: list[Register] = [serve.register]
+COMMANDS: list[Register] = [serve.register, admin.register, usage.register, finetune.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

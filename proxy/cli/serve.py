@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -15,6 +17,9 @@ from config import ConfigError, Settings, UpstreamSettings, load_settings
 
 DEMO_KEY = "tg-demo-key"  # demo mode only: a fixed key so the README's snippet works as printed
 DEMO_ADMIN_KEY = "tg-demo-admin"
+DEMO_UPSTREAM_ENV = "TUNEGATE_DEMO_UPSTREAM_URL"
+PREPARED_ENV = "TUNEGATE_WORKER_DATABASE_PREPARED"  # set by `serve --workers N` for its workers: skip migrating
+WORKER_APP = "proxy.app:create_app_from_env"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +27,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--config", help="gateway YAML (default: $TUNEGATE_CONFIG or config/tunegate.yaml)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1); the database is migrated and the file applied once, before they start",
+    )
     serve.add_argument(
         "--demo",
         action="store_true",
@@ -72,15 +83,23 @@ def _demo_settings(settings: Settings) -> Settings:
         os.environ["TUNEGATE_ADMIN_KEY"] = DEMO_ADMIN_KEY
     if os.environ.get("OPENAI_API_KEY"):
         return settings
-    base_url = _start_demo_upstream()
+    os.environ[DEMO_UPSTREAM_ENV] = _start_demo_upstream()  # workers (`--workers N`) read it from here too
     os.environ["TUNEGATE_DEMO_UPSTREAM_KEY"] = "sk-demo"
+    return demo_upstreams(settings)
+
+
+def demo_upstreams(settings: Settings) -> Settings:
+    """In demo mode without OPENAI_API_KEY: every upstream is the built-in fake one (its URL in the environment)."""
+    base_url = os.environ.get(DEMO_UPSTREAM_ENV)
+    if not base_url:
+        return settings
     upstreams = {
         name: UpstreamSettings(base_url=base_url, api_key="$TUNEGATE_DEMO_UPSTREAM_KEY") for name in settings.upstreams
     }
     return settings.model_copy(update={"upstreams": upstreams})
 
 
-def _ensure_demo_key(gateway: Any, settings: Settings) -> str | None:
+def _ensure_demo_key(engine: Any, settings: Settings) -> str | None:
     from sqlmodel import select
 
     from registry.db import session_scope
@@ -89,7 +108,7 @@ def _ensure_demo_key(gateway: Any, settings: Settings) -> str | None:
 
     if not settings.teams:
         return None
-    with session_scope(gateway.engine) as session:
+    with session_scope(engine) as session:
         team = ensure_team(session=session, name=settings.teams[0].name)
         if session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(DEMO_KEY))).first() is None:
             create_key(session=session, team=team, name="demo", plaintext=DEMO_KEY)
@@ -116,28 +135,78 @@ def run_serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.gateway import Gateway
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = load_or_exit(args.config)
+    if args.workers < 1:
+        print("tunegate: --workers must be 1 or more", file=sys.stderr)
+        return 2
     if args.demo:
         settings = _demo_settings(settings)
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    if args.workers > 1:
+        return _serve_workers(args, settings, host, port)
     gateway = Gateway(settings)
     if args.demo:
         gateway.prepare_database()
-        team = _ensure_demo_key(gateway, settings)
-        demo_upstream = "" if os.environ.get("OPENAI_API_KEY") else " (built-in fake upstream: no OPENAI_API_KEY set)"
-        print(
-            f"\ntunegate demo{demo_upstream}\n"
-            f"  base_url  http://{host}:{port}/v1\n"
-            f"  api key   {DEMO_KEY}   (team {team})\n"
-            f"  admin key {os.environ['TUNEGATE_ADMIN_KEY']}\n",
-            flush=True,
-        )
+        _print_demo(_ensure_demo_key(gateway.engine, settings), host, port)
     server = uvicorn.Server(uvicorn_config(create_app(settings, gateway=gateway), host, port))
     _exit_cleanly_after_graceful_shutdown()
     server.run()
     return 0
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every upstream request at INFO: a line (and its URL) per request on the hot path.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _print_demo(team: str | None, host: str, port: int) -> None:
+    demo_upstream = "" if os.environ.get("OPENAI_API_KEY") else " (built-in fake upstream: no OPENAI_API_KEY set)"
+    print(
+        f"\ntunegate demo{demo_upstream}\n"
+        f"  base_url  http://{host}:{port}/v1\n"
+        f"  api key   {DEMO_KEY}   (team {team})\n"
+        f"  admin key {os.environ['TUNEGATE_ADMIN_KEY']}\n",
+        flush=True,
+    )
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, host: str, port: int) -> int:
+    """N uvicorn workers on one socket. This process migrates the database and applies the file once (N workers
+    doing it at the same moment would race), then supervises; each worker builds its app from the environment."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from proxy.gateway import prepare_database
+    from registry.db import make_engine
+
+    engine = make_engine(settings.database.url)
+    try:
+        prepare_database(engine, settings)
+        team = _ensure_demo_key(engine, settings) if args.demo else None
+    finally:
+        engine.dispose()
+    if args.demo:
+        _print_demo(team, host, port)
+    if args.config:
+        os.environ["TUNEGATE_CONFIG"] = os.path.abspath(args.config)
+    os.environ[PREPARED_ENV] = "1"
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metric values to files here; /metrics in any worker sums them all.
+        metrics_dir = tempfile.mkdtemp(prefix="tunegate-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    config = uvicorn_config(WORKER_APP, host, port, factory=True, workers=args.workers)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    try:
+        supervisor.run()  # until SIGTERM/SIGINT: each worker then shuts down (flushing its usage records)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+    return STARTUP_FAILURE if failed else 0
 
 
 def _exit_cleanly_after_graceful_shutdown() -> None:

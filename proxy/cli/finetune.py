@@ -1,0 +1,256 @@
+"""``tunegate finetune validate|list|status|promote|lineage|retirements`` and ``tunegate model register|list``.
+
+``validate`` works offline on a file. The others talk to a running gateway's admin API with the admin client
+of ``tunegate team|key|alias`` (``--url`` or $TUNEGATE_URL, $TUNEGATE_ADMIN_KEY). Exit status: 0 done (for
+``validate``: no errors), 1 the file has errors or the gateway refused (its message is printed), 2 a usage
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from proxy.cli.admin import AdminClient, UsageError, _common, _runner, table
+
+DEFAULT_MODEL = "gpt-3.5-turbo-0613"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = _common()
+    finetune = sub.add_parser("finetune", help="fine-tuning: validate a file, list and follow jobs, promote")
+    actions = finetune.add_subparsers(dest="finetune_command", required=True, metavar="ACTION")
+
+    validate = actions.add_parser("validate", help="check a JSONL training file offline: errors by line, tokens, cost")
+    validate.add_argument("file", type=Path)
+    validate.add_argument("--model", default=DEFAULT_MODEL, help=f"the model to fine-tune (default {DEFAULT_MODEL})")
+    validate.add_argument("--prices", type=Path, help="a price table (default: the shipped config/prices.yaml)")
+    validate.add_argument("--json", action="store_true", help="the report as JSON")
+    validate.set_defaults(run=run_validate)
+
+    listing = actions.add_parser("list", help="fine-tuning jobs of every team", parents=[common])
+    listing.add_argument("--team")
+    listing.add_argument("--status", help="validating_files, queued, running, succeeded, failed or cancelled")
+    listing.set_defaults(run=_runner(job_list))
+
+    status = actions.add_parser("status", help="a job, its events and its lineage", parents=[common])
+    status.add_argument("job")
+    status.set_defaults(run=_runner(job_status))
+
+    promote = actions.add_parser("promote", help="make a succeeded job's model serve its alias", parents=[common])
+    promote.add_argument("job")
+    promote.add_argument("--canary", type=int, metavar="N", help="as a canary taking N%% of the traffic first")
+    promote.set_defaults(run=_runner(job_promote))
+
+    lineage = actions.add_parser(
+        "lineage", help="an alias's version → model → job → training file → validation", parents=[common]
+    )
+    lineage.add_argument("alias")
+    lineage.add_argument("--team", help="the owning team of a team alias; omit: the global alias")
+    lineage.set_defaults(run=_runner(alias_lineage))
+
+    retire = actions.add_parser("retirements", help="aliases whose targets retire soon (or have)", parents=[common])
+    retire.add_argument("--window-days", type=int, help="default: finetune.retirement_window_days")
+    retire.add_argument("--refresh", action="store_true", help="read every upstream's model list first")
+    retire.set_defaults(run=_runner(retirement_list))
+
+    model = sub.add_parser("model", help="models fine-tuned outside the gateway: register, list")
+    models = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    register_model = models.add_parser(
+        "register", help="a fine-tune made elsewhere (an Azure deployment, a vLLM LoRA name)", parents=[common]
+    )
+    register_model.add_argument("name", help="the model id the upstream serves it under")
+    register_model.add_argument("--upstream", required=True)
+    register_model.add_argument("--base-model", help="the model it was fine-tuned from")
+    register_model.add_argument("--note", default="")
+    register_model.set_defaults(run=_runner(model_register))
+    models.add_parser("list", help="registered external models", parents=[common]).set_defaults(run=_runner(model_list))
+
+
+# -- validate (offline) ----------------------------------------------------------------------------------
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from config.prices import PriceTableError
+    from registry.finetune import training_price
+    from registry.finetune_validation import validate_path
+    from registry.pricing import PriceTable
+
+    try:
+        prices = PriceTable.load(args.prices)
+        price = training_price(prices, args.model, datetime.now(UTC).date())
+        report = validate_path(args.file, model=args.model, training_price_per_1m=price)
+    except OSError as exc:
+        print(f"tunegate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except PriceTableError as exc:
+        print(f"tunegate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(report.to_text())
+        if price is None:
+            print(f"(the price table has no training price for {args.model})")
+        if report.most_common_system_prompt:
+            shared = report.most_common_system_prompt
+            print(f"system prompt most examples share (a promotion offers it as the fallback prompt): {shared}")
+    return 1 if report.errors else 0
+
+
+# -- over the admin API ----------------------------------------------------------------------------------
+
+
+def _when(value: int | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return value[:19].replace("T", " ")
+
+
+def _file_line(file: dict[str, Any] | None) -> str:
+    if not file:
+        return "training file: unknown"
+    line = f"training file {file['id']} ({file['filename']}, {file['bytes']} bytes, sha256 {file['sha256']})"
+    summary = file.get("validation")
+    if summary:
+        cost = summary.get("estimated_cost_usd")
+        line += (
+            f"\n      validated for {summary['model']}: {summary['examples']} examples ({summary['valid_examples']} "
+            f"valid), {summary['errors']} error(s), {summary['warnings']} warning(s), {summary['tokens_total']} "
+            f"tokens{'' if summary.get('tokens_exact') else ' (estimated)'}, {summary['epochs']} epochs ≈ "
+            f"{summary['estimated_billed_tokens']} billed tokens" + (f", ${cost}" if cost else "")
+        )
+    return line
+
+
+def _source(target: dict[str, Any]) -> str:
+    if target["source"] == "job":
+        trained = target.get("trained_tokens")
+        return (
+            f"← job {target['job']} (team {target['team']}, {target['status']}, base {target['base_model']}"
+            + (f", {trained} trained tokens" if trained is not None else "")
+            + ")\n    ← "
+            + _file_line(target.get("training_file"))
+        )
+    if target["source"] == "external":
+        base = target.get("base_model") or "unknown base"
+        note = f"; {target['note']}" if target.get("note") else ""
+        return f"← external fine-tune of {base} (registered by {target['registered_by']}{note})"
+    return "← served by the upstream as it is"
+
+
+def lineage_text(lineage: dict[str, Any]) -> str:
+    lines = [
+        f"alias {lineage['alias']} ({lineage['scope']}) version {lineage['version']}: {lineage['reason'] or '-'} "
+        f"(by {lineage['created_by']}, {_when(lineage['created_at'])})"
+    ]
+    for target in lineage["targets"]:
+        weight = f" {target['weight']}%" if target.get("weight") not in (None, 100) else ""
+        prompt = " + system prompt" if target.get("system_prompt") else ""
+        lines.append(f"  {target['role']}{weight}: {target['model']} on {target['upstream']}{prompt}")
+        lines.append(f"    {_source(target)}")
+    if lineage.get("suggested_fallback_prompt"):
+        lines.append(f"  suggested fallback prompt (from the training data): {lineage['suggested_fallback_prompt']}")
+    return "\n".join(lines)
+
+
+def job_list(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+    data = client.call("GET", "/admin/finetune/jobs", params={"team": args.team, "status": args.status})
+    rows = [
+        [
+            job["job"],
+            job["team"],
+            job["status"],
+            job["base_model"],
+            job["fine_tuned_model"],
+            job["alias"],
+            job["promoted_version"],
+        ]
+        for job in data["data"]
+    ]
+    return data, table(["job", "team", "status", "model", "fine-tuned model", "alias", "promoted"], rows)
+
+
+def job_text(detail: dict[str, Any]) -> str:
+    job, lineage = detail["job"], detail["lineage"]
+    lines = [
+        f"job {job['id']}  team {lineage['team']}  status {job['status']}  upstream {lineage['upstream']}",
+        f"model {job['model']} → {job['fine_tuned_model'] or '(not yet)'}",
+    ]
+    if job.get("trained_tokens") is not None:
+        lines.append(f"trained tokens {job['trained_tokens']}")
+    if job.get("error"):
+        lines.append(f"error: {job['error'].get('message')} ({job['error'].get('code')})")
+    if lineage.get("alias"):
+        promoted = lineage.get("promoted_version")
+        how = (
+            "not promoted"
+            if promoted is None
+            else f"promoted as version {promoted}"
+            + (f" (canary {lineage['promoted_weight']}%)" if lineage.get("promoted_weight") else " (target)")
+        )
+        lines.append(f"alias {lineage['alias']}: {how}")
+    lines.append(_file_line(lineage.get("training_file")))
+    if detail.get("alias"):
+        lines += ["", "lineage:", lineage_text(detail["alias"])]
+    lines += ["", "events (newest first):"]
+    lines += [f"  {_when(e['created_at'])}  {e['level']:<5}  {e['message']}" for e in detail["events"]]
+    return "\n".join(lines)
+
+
+def job_status(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+    detail = client.call("GET", f"/admin/finetune/jobs/{args.job}")
+    return detail, job_text(detail)
+
+
+def job_promote(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+    if args.canary is not None and not 1 <= args.canary <= 99:
+        raise UsageError("--canary must be a percent from 1 to 99")
+    detail = client.call("POST", f"/admin/finetune/jobs/{args.job}/promote", body={"canary": args.canary})
+    return detail, job_text(detail)
+
+
+def alias_lineage(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+    data = client.call("GET", "/admin/finetune/lineage", params={"alias": args.alias, "team": args.team})
+    return data, lineage_text(data)
+
+
+def retirement_list(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+    method, path = ("POST", "/admin/retirements/refresh") if args.refresh else ("GET", "/admin/retirements")
+    data = client.call(method, path, params={"window_days": args.window_days})
+    rows = [
+        [
+            r["alias"],
+            r["team"] or "global",
+            r["version"],
+            r["role"],
+            r["model"],
+            r["upstream"],
+            r["shutdown_date"],
+            r["days_left"],
+            "retired: fallback serves" if r["retired"] and r["fallback"] else "retired" if r["retired"] else "-",
+            r["fallback"],
+        ]
+        for r in data["data"]
+    ]
+    heading = f"targets retiring within {data['window_days']} days of {data['today']}:"
+    headers = ["alias", "scope", "version", "role", "model", "upstream", "shutdown", "days left", "state", "fallback"]
+    return data, heading + "\n" + table(headers, rows)
+
+
+def model_register(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+    body = {"name": args.name, "upstream": args.upstream, "base_model": args.base_model, "note": args.note}
+    data = client.call("POST", "/admin/finetune/models", body=body)
+    return data, f"registered {data['name']} on {data['upstream']} (external, base {data['base_model'] or 'unknown'})"
+
+
+def model_list(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+    data = client.call("GET", "/admin/finetune/models")
+    rows = [[m["name"], m["upstream"], m["base_model"], m["note"], m["created_by"]] for m in data["data"]]
+    return data, table(["name", "upstream", "base model", "note", "registered by"], rows)

@@ -1,0 +1,404 @@
+"""Budgets and rate limits on the request path: one check before a request is forwarded, one charge when it ends.
+
+The check (:meth:`Limits.admit`) reads the team's month-to-date spend and counts the request against each
+per-minute window, in one short transaction; nothing touches the database for a caller without limits. The
+charge (:meth:`Limits.submit`) hands the usage record to the usage writer and its cost and tokens to a
+charger thread, which adds them to the shared counters at once (not at the writer's flush interval), so
+every process sees a team cross its budget within milliseconds. A response of a team with a budget is sent
+after its charge is committed: a request that starts after another one ended sees that one's cost, and the
+overshoot past a hard limit is at most the requests in flight when it was crossed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio.to_thread
+import httpx
+from cachetools import TTLCache
+from litestar import Response
+from litestar.response import Stream
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from proxy.errors import GatewayError
+from registry.costing import from_e8, money, record_cost, to_e8
+from registry.db import session_scope
+from registry.limits import (
+    Budget,
+    CallerLimits,
+    Window,
+    caller_limits,
+    charge,
+    key_scope,
+    minute_of,
+    month_of,
+    prune_counters,
+    record_alert,
+    spent_e8,
+    take_request,
+    team_scope,
+)
+from registry.models import Team, UsageRecord, utcnow
+from registry.pricing import PriceTable
+from registry.teams import Caller
+from registry.usage import UsageWriter
+
+log = logging.getLogger("tunegate.limits")
+
+SETTLE_TIMEOUT = 5.0  # seconds a response waits for its charge before it is sent anyway (database trouble)
+WEBHOOK_TIMEOUT = 5.0
+
+
+@dataclass
+class Quota:
+    """What :meth:`Limits.admit` let through: the rate-limit headers to send, and whether to wait for the charge."""
+
+    limits: Limits | None
+    headers: dict[str, str] = field(default_factory=dict)
+    settle: bool = False
+
+    async def finish(self, response: Response[Any]) -> Response[Any]:
+        response.headers.update(self.headers)
+        if self.settle and self.limits is not None and not isinstance(response, Stream):
+            await self.limits.settled(str(response.headers.get("x-request-id", "")))
+        return response
+
+
+OPEN = Quota(None)
+
+
+@dataclass
+class _Charge:
+    request_id: str
+    team_id: int
+    month: str
+    units: int  # 1e-8 USD
+    tokens: int
+    minute: int
+    tpm_scopes: tuple[str, ...]
+    budget: Budget | None
+    done: Future[None]
+
+
+class _OverBudget(Exception):
+    def __init__(self, spent: int) -> None:
+        self.spent = spent
+
+
+def _reset(now: float) -> float:
+    return 60 - (now % 60)
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: ``20ms``, ``12s``, ``1m0s``."""
+    if seconds < 1:
+        return f"{max(1, int(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
+def rate_headers(windows: list[Window], now: float) -> dict[str, str]:
+    """The tightest window's figures, in OpenAI's ``x-ratelimit-*`` headers."""
+    headers: dict[str, str] = {}
+    reset = _duration(_reset(now))
+    requests = [(w.rate.rpm - w.requests, w.rate.rpm) for w in windows if w.rate.rpm is not None]
+    if requests:
+        remaining, limit = min(requests)
+        headers["x-ratelimit-limit-requests"] = str(limit)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, remaining))
+        headers["x-ratelimit-reset-requests"] = reset
+    tokens = [(w.rate.tpm - w.tokens, w.rate.tpm) for w in windows if w.rate.tpm is not None]
+    if tokens:
+        remaining, limit = min(tokens)
+        headers["x-ratelimit-limit-tokens"] = str(limit)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, remaining))
+        headers["x-ratelimit-reset-tokens"] = reset
+    return headers
+
+
+def insufficient_quota(caller: Caller, budget: Budget, spent: int, month: str) -> GatewayError:
+    return GatewayError(
+        429,
+        f"You exceeded your current quota: team '{caller.team}' has spent ${money(from_e8(spent))} of its "
+        f"${money(from_e8(budget.hard_e8))} budget for {month}. Ask an admin to raise it.",
+        code="insufficient_quota",
+        type="insufficient_quota",
+        headers={"x-should-retry": "false"},  # waiting will not help: the SDK should not retry
+    )
+
+
+class Limits:
+    def __init__(self, engine: Engine, usage: UsageWriter, prices: PriceTable, *, ttl: float) -> None:
+        self._engine = engine
+        self._usage = usage
+        self._prices = prices
+        self._limits: TTLCache[tuple[int, int], CallerLimits] = TTLCache(maxsize=100_000, ttl=ttl)
+        # A team over its hard limit is refused from memory for a while, sparing the database a blocked client.
+        self._refused: TTLCache[tuple[int, str], tuple[Budget, int]] = TTLCache(maxsize=100_000, ttl=max(ttl, 1.0))
+        self._lock = threading.Condition()
+        self._queue: list[_Charge] = []
+        self._pending: dict[tuple[int, str], int] = {}  # charged here, not yet committed
+        self._waiting: dict[str, Future[None]] = {}
+        self._alerted: set[tuple[int, str, str]] = set()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="tunegate-charger", daemon=True)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit every charge handed in so far, then stop."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def invalidate(self) -> None:
+        """Forget cached limits: called after a budget or limit is changed through this process."""
+        self._limits.clear()
+        self._refused.clear()
+
+    # -- before forwarding -----------------------------------------------------------------------------
+    async def admit(self, caller: Caller) -> Quota:
+        """Refuse with 429 when the team is over its budget or a rate limit; else count the request."""
+        limits = self._limits.get((caller.team_id, caller.key_id))
+        if limits is None:
+            limits = await anyio.to_thread.run_sync(self._caller_limits, caller)
+            self._limits[(caller.team_id, caller.key_id)] = limits
+        if limits.budget is None and not limits.rates:
+            return OPEN
+        now = utcnow()
+        month = month_of(now.date())
+        refused = self._refused.get((caller.team_id, month))
+        if refused is not None:
+            raise insufficient_quota(caller, *refused, month)
+        # Read what this process charged but has not committed before the database: a charge is then counted
+        # at least once (in one or both), never missed.
+        with self._lock:
+            pending = self._pending.get((caller.team_id, month), 0)
+        try:
+            headers = await anyio.to_thread.run_sync(self._check, caller, limits, now, month, pending)
+        except _OverBudget as over:
+            assert limits.budget is not None
+            self._refused[(caller.team_id, month)] = (limits.budget, over.spent)  # on the event loop: no lock
+            raise insufficient_quota(caller, limits.budget, over.spent, month) from None
+        # The next request must see this one's cost (budget) and tokens (tokens per minute): answer after the charge.
+        return Quota(self, headers, settle=limits.budget is not None or bool(limits.tpm_scopes))
+
+    def _caller_limits(self, caller: Caller) -> CallerLimits:
+        with Session(self._engine) as session:
+            return caller_limits(session=session, team_id=caller.team_id, key_id=caller.key_id)
+
+    def _check(self, caller: Caller, limits: CallerLimits, now: datetime, month: str, pending: int) -> dict[str, str]:
+        with Session(self._engine) as session:
+            if limits.budget is not None:
+                spent = spent_e8(session=session, team_id=caller.team_id, month=month) + pending
+                if spent >= limits.budget.hard_e8:
+                    raise _OverBudget(spent)
+            if not limits.rates:
+                return {}
+            windows = take_request(session=session, rates=limits.rates, minute=minute_of(now))
+            stamp = now.timestamp()
+            for window in windows:
+                over = self._over(caller, window, stamp)
+                if over is not None:
+                    session.rollback()  # a refused request does not count
+                    raise over
+            session.commit()
+            return rate_headers(windows, stamp)
+
+    @staticmethod
+    def _over(caller: Caller, window: Window, now: float) -> GatewayError | None:
+        rate, what = window.rate, "team" if window.rate.scope.startswith("team:") else "key"
+        if rate.rpm is not None and window.requests > rate.rpm:
+            kind, unit, limit, used = "requests", "RPM", rate.rpm, window.requests - 1
+        elif rate.tpm is not None and window.tokens >= rate.tpm:
+            kind, unit, limit, used = "tokens", "TPM", rate.tpm, window.tokens
+        else:
+            return None
+        wait = _reset(now)
+        headers = rate_headers([window], now)
+        headers["retry-after"] = str(math.ceil(wait))
+        return GatewayError(
+            429,
+            f"Rate limit reached for {what} of team '{caller.team}' on {kind} per min ({unit}): Limit {limit}, "
+            f"Used {used}. Please try again in {math.ceil(wait)}s.",
+            code="rate_limit_exceeded",
+            type=kind,
+            headers=headers,
+        )
+
+    # -- when the request ends -------------------------------------------------------------------------
+    def submit(self, record: UsageRecord) -> None:
+        """Hand ``record`` to the usage writer, and charge its cost and tokens to the team's counters."""
+        self._usage.submit(record)
+        units = to_e8(record_cost(self._prices, record).usd)
+        tokens = max(0, record.prompt_tokens) + max(0, record.completion_tokens)
+        limits = self._limits.get((record.team_id, record.key_id or 0))
+        tpm_scopes: tuple[str, ...] = ()
+        if tokens and limits is not None:
+            tpm_scopes = limits.tpm_scopes
+        elif tokens:  # a stream that outlived the cache: count its tokens wherever a limit may be
+            tpm_scopes = (team_scope(record.team_id), *([key_scope(record.key_id)] if record.key_id else []))
+        if not units and not tpm_scopes:
+            return
+        month = month_of(record.day)
+        item = _Charge(
+            request_id=record.request_id,
+            team_id=record.team_id,
+            month=month,
+            units=units,
+            tokens=tokens,
+            minute=minute_of(record.created_at),
+            tpm_scopes=tpm_scopes,
+            budget=limits.budget if limits is not None else None,
+            done=Future(),
+        )
+        with self._lock:
+            self._queue.append(item)
+            self._pending[(record.team_id, month)] = self._pending.get((record.team_id, month), 0) + units
+            self._waiting[record.request_id] = item.done
+            self._lock.notify()
+
+    async def settled(self, request_id: str) -> None:
+        """Wait until the charge of ``request_id`` is committed (at most SETTLE_TIMEOUT)."""
+        with self._lock:
+            done = self._waiting.get(request_id)
+        if done is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(done), SETTLE_TIMEOUT)
+        except TimeoutError:
+            log.warning("the charge of %s is not committed after %ss; answering anyway", request_id, SETTLE_TIMEOUT)
+
+    # -- the charger thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        last_prune = 0.0
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._lock.wait(timeout=30)
+                    if time.monotonic() - last_prune > 60:
+                        break
+                batch, self._queue = self._queue, []
+                stopping = self._stopping
+            if batch:
+                self._apply(batch, final=stopping)
+            if time.monotonic() - last_prune > 60:
+                last_prune = time.monotonic()
+                self._prune()
+            if stopping:
+                with self._lock:
+                    if not self._queue:
+                        return
+
+    def _apply(self, batch: list[_Charge], *, final: bool) -> None:
+        spend: dict[tuple[int, str], int] = {}
+        tokens: dict[tuple[str, int], int] = {}
+        for item in batch:
+            if item.units:
+                spend[(item.team_id, item.month)] = spend.get((item.team_id, item.month), 0) + item.units
+            for scope in item.tpm_scopes:
+                tokens[(scope, item.minute)] = tokens.get((scope, item.minute), 0) + item.tokens
+        attempt = 0
+        while True:
+            try:
+                with session_scope(self._engine) as session:
+                    totals = charge(session=session, spend=spend, tokens=tokens)
+                break
+            except Exception:
+                attempt += 1
+                log.exception("charging %d requests failed (attempt %d); retrying", len(batch), attempt)
+                if final and attempt >= 5:
+                    log.error("giving up on charging %d requests at shutdown", len(batch))
+                    totals = {}
+                    break
+                time.sleep(min(5.0, 0.1 * 2**attempt))
+        with self._lock:
+            for item in batch:
+                key = (item.team_id, item.month)
+                self._pending[key] = self._pending.get(key, 0) - item.units
+                if not self._pending[key]:
+                    del self._pending[key]
+                self._waiting.pop(item.request_id, None)
+        for item in batch:
+            if not item.done.done():
+                item.done.set_result(None)
+        budgets = {(i.team_id, i.month): i.budget for i in batch if i.budget is not None}
+        for key, budget in budgets.items():
+            if key in totals:
+                self._alert(budget, key[1], totals[key])
+
+    def _alert(self, budget: Budget, month: str, spent: int) -> None:
+        levels = [("soft", budget.soft_e8), ("hard", budget.hard_e8)]
+        for level, threshold in levels:
+            marker = (budget.team_id, month, level)
+            if spent < threshold or marker in self._alerted:
+                continue
+            try:
+                with session_scope(self._engine) as session:
+                    first = record_alert(
+                        session=session, team_id=budget.team_id, month=month, level=level, spent_usd=from_e8(spent)
+                    )
+                    team = _team_name(session, budget.team_id)
+            except Exception:
+                log.exception("recording the %s budget alert of team %s failed", level, budget.team_id)
+                continue
+            self._alerted.add(marker)
+            if not first:
+                continue  # another process crossed it first and alerted
+            payload = {
+                "event": f"budget.{level}_limit" if level == "hard" else "budget.soft_threshold",
+                "team": team,
+                "month": month,
+                "budget_usd": money(budget.monthly_usd),
+                "soft_threshold_pct": budget.soft_pct,
+                "spent_usd": money(from_e8(spent)),
+                "used_pct": round(spent * 100 / budget.hard_e8, 2),
+            }
+            log.warning(
+                "budget alert: team %s crossed its %s %s for %s: spent $%s of $%s (%s%%)",
+                team,
+                level,
+                "limit" if level == "hard" else f"threshold ({budget.soft_pct}%)",
+                month,
+                payload["spent_usd"],
+                payload["budget_usd"],
+                payload["used_pct"],
+            )
+            if budget.alert_webhook:
+                threading.Thread(
+                    target=_post_webhook, args=(budget.alert_webhook, payload), name="tunegate-alert", daemon=True
+                ).start()
+
+    def _prune(self) -> None:
+        try:
+            with session_scope(self._engine) as session:
+                prune_counters(session=session, before_minute=minute_of(utcnow()) - 2)
+        except Exception:
+            log.exception("pruning old rate-limit counters failed")
+
+
+def _team_name(session: Session, team_id: int) -> str:
+    team = session.get(Team, team_id)
+    return team.name if team is not None else str(team_id)
+
+
+def _post_webhook(url: str, payload: dict[str, Any]) -> None:
+    try:
+        response = httpx.post(url, json=payload, timeout=WEBHOOK_TIMEOUT)
+        if response.status_code >= 400:
+            log.warning("budget alert webhook %s answered %s", url, response.status_code)
+    except httpx.HTTPError as exc:
+        log.warning("budget alert webhook %s failed: %s", url, exc)

@@ -1,0 +1,63 @@
+"""The cost of a usage record at the price of its day, stored with the record when it is written.
+
+The usage writer calls :func:`cost_records` on each batch before it is stored (off the request path); the
+budget charge on the request path calls :func:`record_cost` on the same record, so both see one figure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+
+from registry.models import UsageRecord
+from registry.pricing import UNPRICED, Cost, PriceTable
+
+log = logging.getLogger("tunegate.costing")
+
+E8 = 100_000_000  # cost_usd has 8 decimal places: 1 USD = 10**8 units
+ZERO = Cost(Decimal("0E-8"), priced=True)
+
+
+def record_cost(prices: PriceTable, record: UsageRecord) -> Cost:
+    """Inference: its tokens at its model's price on its day. Training: ``prompt_tokens`` is the job's
+    trained tokens, at the training price of ``model`` (the fine-tuned id or its base); a training record
+    whose writer set a cost keeps it."""
+    prompt = max(0, record.prompt_tokens)
+    completion = max(0, record.completion_tokens)
+    cached = min(max(0, record.cached_tokens), prompt)
+    if record.kind == "training":
+        if record.cost_usd:
+            return Cost(Decimal(record.cost_usd), record.priced)
+        if prompt == 0:
+            return ZERO
+        return prices.training_cost(model=record.model, day=record.day, trained_tokens=prompt)
+    if prompt == 0 and completion == 0:
+        return ZERO  # nothing was spent (a refused or failed request): not "unpriced"
+    return prices.request_cost(
+        model=record.model, day=record.day, prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached
+    )
+
+
+def cost_records(prices: PriceTable, records: Sequence[UsageRecord]) -> None:
+    """Set ``cost_usd`` and ``priced`` on each record; never raises, so a batch is never held back."""
+    for record in records:
+        try:
+            cost = record_cost(prices, record)
+        except Exception:
+            log.exception("costing usage record %s failed; stored as unpriced", record.request_id)
+            cost = UNPRICED
+        record.cost_usd, record.priced = cost.usd, cost.priced
+
+
+def to_e8(usd: Decimal) -> int:
+    return int(usd.scaleb(8).to_integral_value())
+
+
+def from_e8(units: int) -> Decimal:
+    return (Decimal(units) / E8).quantize(Decimal("0.00000001"))
+
+
+def money(usd: Decimal) -> str:
+    """USD as reports show it: a decimal string with 8 places, ``0.00012300``."""
+    return f"{usd:.8f}"

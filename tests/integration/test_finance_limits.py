@@ -1,0 +1,259 @@
+"""Budgets and rate limits held across gateway processes that share one database: two ``tunegate serve``
+processes (and the in-process gateway the admin calls go to), the openai SDK as the client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+import pytest
+
+from tests.conftest import FakeUpstreamHandle
+from tests.integration.finance_support import FT_PUDONG, QUESTION, FinanceGateway, finance_gateway, fresh_database
+from tests.utils.openai_schema import validate
+from tests.utils.servers import ServerThread, free_port, wait_until_ready
+
+TUNEGATE = Path(sys.executable).with_name("tunegate")
+REQUEST_USD = 0.078  # a pudong-support request served by its fine-tune: 12 * $3000/M + 7 * $6000/M
+
+
+class WebhookReceiver:
+    """Collects the JSON bodies POSTed to it (a budget alert's webhook)."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        self.posts.append(orjson.loads(body))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@dataclass
+class Cluster:
+    fin: FinanceGateway  # in-process: the admin API and the reports
+    processes: list[str]  # base URLs of two `tunegate serve` processes on the same database
+    webhook: WebhookReceiver
+    webhook_url: str
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("finance-limits")
+    for url in fresh_database(database_url, tmp):
+        with finance_gateway(url, fake_upstream, tmp) as fin, ServerThread(receiver := WebhookReceiver()) as hook:
+            ports = [free_port(), free_port()]
+            logs = [(tmp / f"gateway-{port}.log").open("w") for port in ports]
+            processes = [
+                subprocess.Popen(
+                    [str(TUNEGATE), "serve", "--config", str(fin.config), "--port", str(port)],
+                    cwd=tmp,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                for port, log in zip(ports, logs, strict=True)
+            ]
+            try:
+                for port in ports:
+                    wait_until_ready(f"http://127.0.0.1:{port}")
+                yield Cluster(fin, [f"http://127.0.0.1:{p}/v1" for p in ports], receiver, hook.url + "/alerts")
+            finally:
+                for process in processes:
+                    process.terminate()
+                for process, log in zip(processes, logs, strict=True):
+                    process.wait(30)
+                    log.close()
+
+
+def sdk(base_url: str, key: str, **kwargs: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, **kwargs)
+
+
+def poll(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def early_in_a_minute(seconds_needed: int = 15) -> None:
+    """Start a per-minute test with the window's end far enough away (waits at most a minute)."""
+    poll(lambda: datetime.now(UTC).second < 60 - seconds_needed, timeout=61)
+
+
+def test_two_processes_stop_a_team_at_its_hard_limit_with_a_bounded_overshoot(
+    cluster: Cluster, fake_upstream: FakeUpstreamHandle
+) -> None:
+    fin = cluster.fin
+    team, key, _ = fin.new_team("budget")
+    budget = fin.admin(
+        "PUT",
+        f"/admin/budgets/{team}",
+        json={"monthly_usd": "0.78", "soft_pct": 50, "alert_webhook": cluster.webhook_url},
+    )
+    assert budget.status_code == 200, budget.text
+    assert budget.json()["state"] == "ok"
+    fake_upstream.fault(model=FT_PUDONG, delay_ms=100)  # slow answers: many requests are in flight at once
+
+    workers_per_process = 4
+    in_flight_at_most = 2 * workers_per_process
+    served: list[str] = []
+    refused: list[openai.RateLimitError] = []
+    lock = threading.Lock()
+
+    def worker(base_url: str) -> None:
+        api = sdk(base_url, key)
+        for _ in range(40):
+            try:
+                api.chat.completions.create(model="pudong-support", messages=QUESTION)
+                with lock:
+                    served.append(base_url)
+            except openai.RateLimitError as exc:
+                with lock:
+                    refused.append(exc)
+                break
+        # Over the limit: every later request is refused, on either process.
+        for later_url in cluster.processes:
+            for _ in range(2):
+                with pytest.raises(openai.RateLimitError) as later:
+                    sdk(later_url, key).chat.completions.create(model="pudong-support", messages=QUESTION)
+                with lock:
+                    refused.append(later.value)
+
+    threads = [
+        threading.Thread(target=worker, args=(url,)) for url in cluster.processes for _ in range(workers_per_process)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    crossing = 10  # the 10th request brings the spend to $0.78: the limit
+    assert crossing <= len(served) <= crossing + in_flight_at_most - 1, len(served)
+    assert set(served) == set(cluster.processes)  # both processes served the team
+    assert len(refused) == len(threads) * 5
+    for error in refused:
+        assert (error.status_code, error.code, error.type) == (429, "insufficient_quota", "insufficient_quota")
+        validate(error.response.json(), "ErrorResponse")
+        assert error.response.headers["x-should-retry"] == "false"
+
+    # What was spent is exactly what was served, charged in full, and the budget says so.
+    totals = fin.wait_for_requests(team, len(served))["totals"]
+    spent = f"{len(served) * REQUEST_USD:.8f}"
+    assert totals["cost_usd"] == spent
+    (status,) = [b for b in fin.admin("GET", "/admin/budgets").json()["data"] if b["team"] == team]
+    assert status == {
+        "team": team,
+        "month": datetime.now(UTC).strftime("%Y-%m"),
+        "budget_usd": "0.78000000",
+        "soft_threshold_pct": 50,
+        "spent_usd": spent,
+        "used_pct": round(len(served) * REQUEST_USD * 100 / 0.78, 2),
+        "state": "hard",
+        "alert_webhook": cluster.webhook_url,
+    }
+
+    # One alert per threshold, from whichever process crossed it first.
+    def alerts() -> list[str] | None:
+        events = sorted(p["event"] for p in cluster.webhook.posts if p["team"] == team)
+        return events if len(events) >= 2 else None
+
+    assert poll(alerts) == ["budget.hard_limit", "budget.soft_threshold"]
+    soft = next(p for p in cluster.webhook.posts if p["team"] == team and p["event"] == "budget.soft_threshold")
+    assert (soft["budget_usd"], soft["soft_threshold_pct"]) == ("0.78000000", 50)
+    assert float(soft["spent_usd"]) >= 0.39
+
+
+def test_a_stream_that_overshoots_is_charged_in_full(cluster: Cluster) -> None:
+    fin = cluster.fin
+    team, key, _ = fin.new_team("stream")
+    assert fin.admin("PUT", f"/admin/budgets/{team}", json={"monthly_usd": "0.05"}).status_code == 200
+    stream = sdk(cluster.processes[0], key).chat.completions.create(
+        model="pudong-support", messages=QUESTION, stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == "Echo: Where is gate D?"  # not cut off at the limit
+
+    def spent() -> str | None:
+        rows = [b for b in fin.admin("GET", "/admin/budgets").json()["data"] if b["team"] == team]
+        return rows[0]["spent_usd"] if rows and rows[0]["spent_usd"] != "0.00000000" else None
+
+    assert poll(spent) == "0.07800000"  # the whole request, past the $0.05 budget
+    assert fin.wait_for_requests(team, 1)["totals"]["cost_usd"] == "0.07800000"
+    for url in cluster.processes:
+        with pytest.raises(openai.RateLimitError) as refused:
+            sdk(url, key).chat.completions.create(model="pudong-support", messages=QUESTION)
+        assert refused.value.code == "insufficient_quota"
+
+
+def test_requests_per_minute_across_processes_with_openai_headers(cluster: Cluster) -> None:
+    fin = cluster.fin
+    team, key, _ = fin.new_team("rpm")
+    assert fin.admin("PUT", f"/admin/limits/teams/{team}", json={"rpm": 3}).status_code == 200
+    early_in_a_minute()
+    one, two = cluster.processes
+    remaining = []
+    for url, stream in ((one, True), (two, False), (one, False)):
+        raw = sdk(url, key).chat.completions.with_raw_response.create(
+            model="pudong-support", messages=QUESTION, stream=stream
+        )
+        if stream:
+            assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices).startswith("Echo")
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
+        assert "x-ratelimit-limit-tokens" not in raw.headers  # no token limit set
+        remaining.append(raw.headers["x-ratelimit-remaining-requests"])
+    assert remaining == ["2", "1", "0"]
+    with pytest.raises(openai.RateLimitError) as refused:
+        sdk(two, key).chat.completions.create(model="pudong-support", messages=QUESTION)
+    error = refused.value
+    assert (error.code, error.type) == ("rate_limit_exceeded", "requests")
+    assert "Limit 3, Used 3" in error.message
+    retry_after = int(error.response.headers["retry-after"])
+    assert 1 <= retry_after <= 60
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+    # A refused request does not count: the window still holds three.
+    with pytest.raises(openai.RateLimitError):
+        sdk(one, key).chat.completions.create(model="pudong-support", messages=QUESTION)
+
+
+def test_tokens_per_minute_of_one_key(cluster: Cluster) -> None:
+    fin = cluster.fin
+    team, key, key_id = fin.new_team("tpm")
+    _other_key = fin.admin("POST", "/admin/keys", json={"team": team}).json()["key"]
+    assert fin.admin("PUT", f"/admin/limits/keys/{key_id}", json={"tpm": 30}).status_code == 200
+    early_in_a_minute()
+    one, two = cluster.processes
+    seen = []
+    for url in (one, two):  # 19 tokens each (12 prompt + 7 completion)
+        raw = sdk(url, key).chat.completions.with_raw_response.create(model="pudong-support", messages=QUESTION)
+        seen.append((raw.headers["x-ratelimit-limit-tokens"], raw.headers["x-ratelimit-remaining-tokens"]))
+    assert seen == [("30", "30"), ("30", "11")]  # what was left when each request started
+    with pytest.raises(openai.RateLimitError) as refused:
+        sdk(one, key).chat.completions.create(model="pudong-support", messages=QUESTION)
+    assert (refused.value.code, refused.value.type) == ("rate_limit_exceeded", "tokens")
+    assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+    # The limit is the key's: another key of the team is not held back.
+    sdk(two, _other_key).chat.completions.create(model="pudong-support", messages=QUESTION)
