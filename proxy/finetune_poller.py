@@ -91,7 +91,7 @@ class FinetunePoller:
                 raise PollError(f"upstream '{upstream}' is not configured")
             answer = self._fetch(endpoint, upstream_job_id, detail)
             with session_scope(engine) as session:
-                return apply_upstream_job(
+                outcome = apply_upstream_job(
                     session=session,
                     job_id=job_id,
                     seen_status=seen,
@@ -100,6 +100,9 @@ class FinetunePoller:
                     actor="poller",
                     owner=self.owner,
                 )
+            if outcome is not None and outcome.training is not None:
+                self.gateway.metrics.observe([outcome.training])  # committed: count it as the writer's records are
+            return outcome
         except (PollError, httpx.HTTPError) as exc:
             log.warning("polling fine-tuning job %s: %s; trying again next pass", job_id, exc)
         except Exception:

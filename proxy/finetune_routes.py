@@ -38,6 +38,7 @@ from registry.finetune import (
     ALIAS_KEY,
     PURPOSES,
     TERMINAL_STATUSES,
+    Outcome,
     add_event,
     alias_lineage,
     apply_upstream_job,
@@ -588,10 +589,10 @@ class FineTuningController(Controller):
             "cancelling the job",
         )
 
-        def record(session: Session) -> FineTuneJob:
+        def record(session: Session) -> tuple[FineTuneJob, Outcome | None]:
             current = get_job(session=session, team_id=caller.team_id, job_id=job_id)
             add_event(session=session, job_id=job_id, level="warn", message=f"Cancel requested by team {caller.team}")
-            apply_upstream_job(
+            outcome = apply_upstream_job(
                 session=session,
                 job_id=job_id,
                 seen_status=current.status,
@@ -599,9 +600,11 @@ class FineTuningController(Controller):
                 prices=gateway.prices,
                 actor=f"team {caller.team}",
             )
-            return get_job(session=session, team_id=caller.team_id, job_id=job_id)
+            return get_job(session=session, team_id=caller.team_id, job_id=job_id), outcome
 
-        job = await in_session(gateway, record)
+        job, outcome = await in_session(gateway, record)
+        if outcome is not None and outcome.training is not None:
+            gateway.metrics.observe([outcome.training])
         return json_response(200, orjson.dumps(job_object(job)))
 
     @get("/{job_id:str}/events")

@@ -45,7 +45,7 @@ class UpstreamEndpoint:
 def prepare_database(engine: Engine, settings: Settings) -> None:
     """Migrate the schema and apply the file's teams, upstreams and aliases: once per start, before serving."""
     migrate(engine)
-    apply_settings(engine, settings)
+    apply_settings(engine, settings, keep_later_changes=True)
 
 
 class Gateway:

@@ -1,7 +1,8 @@
 """Bring the database to what a configuration says: its teams, upstreams and aliases.
 
-One implementation for both uses: start-up applies the configured file, ``tunegate apply -f FILE`` (through
-POST /admin/apply) applies another. Applying an unchanged file changes nothing; a changed alias gets a new
+One implementation for both uses: start-up applies the configured file (keeping alias versions made since
+an unchanged entry was last applied), ``tunegate apply -f FILE`` (through POST /admin/apply) applies
+another. Applying an unchanged file changes nothing; a changed alias gets a new
 version with reason "apply"; a dry run makes the same changes in a transaction it then rolls back.
 Nothing is removed unless ``prune`` is asked for (aliases and upstreams the file does not name; teams are
 never removed, they hold keys and usage).
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from config import AliasSettings, Settings
 from registry.aliases import (
@@ -29,7 +30,7 @@ from registry.aliases import (
     put_alias,
 )
 from registry.audit import record as audit
-from registry.models import Team, Upstream
+from registry.models import Alias, AliasVersion, Team, Upstream
 from registry.teams import create_team
 from registry.upstreams import delete_upstream, list_upstreams, set_upstream
 
@@ -99,8 +100,24 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, tupl
     }
 
 
-def apply_config(*, session: Session, settings: Settings, actor: str, prune: bool = False) -> list[Change]:
-    """Make the database say what ``settings`` says, inside the caller's transaction."""
+def last_applied_spec(*, session: Session, alias: Alias) -> AliasSpec | None:
+    """The spec the most recent apply wrote for ``alias``, whatever has changed it since."""
+    version = session.exec(
+        select(AliasVersion)
+        .where(AliasVersion.alias_id == alias.id, AliasVersion.reason == "apply")
+        .order_by(col(AliasVersion.version).desc())
+    ).first()
+    return AliasSpec.model_validate(version.spec) if version is not None else None
+
+
+def apply_config(
+    *, session: Session, settings: Settings, actor: str, prune: bool = False, keep_later_changes: bool = False
+) -> list[Change]:
+    """Make the database say what ``settings`` says, inside the caller's transaction.
+
+    ``keep_later_changes`` (start-up): an alias whose entry in the file is what the last apply wrote keeps the
+    versions made since (a promotion, a rollback, ``alias set``); only a changed entry in the file wins.
+    """
     if session.get_bind().dialect.name == "postgresql":
         session.connection().execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_APPLY_LOCK})
     changes: list[Change] = []
@@ -122,9 +139,13 @@ def apply_config(*, session: Session, settings: Settings, actor: str, prune: boo
     # Exact aliases first, so a pattern in the same file is checked against them.
     for name, alias in sorted(settings.aliases.items(), key=lambda item: is_pattern(item[0])):
         team_id = teams[alias.team].id if alias.team else None
+        spec = spec_from_settings(alias, name)
+        if keep_later_changes:
+            known = find_alias(session=session, name=name, team_id=team_id, deleted=True)
+            if known is not None and last_applied_spec(session=session, alias=known) == spec:
+                continue
         live = find_alias(session=session, name=name, team_id=team_id)
         version = current_version(session=session, alias=live) if live is not None else None
-        spec = spec_from_settings(alias, name)
         result = put_alias(
             session=session,
             name=name,
@@ -165,12 +186,20 @@ def apply_config(*, session: Session, settings: Settings, actor: str, prune: boo
 
 
 def apply_settings(
-    engine: Engine, settings: Settings, *, actor: str = "config", dry_run: bool = False, prune: bool = False
+    engine: Engine,
+    settings: Settings,
+    *,
+    actor: str = "config",
+    dry_run: bool = False,
+    prune: bool = False,
+    keep_later_changes: bool = False,
 ) -> list[Change]:
     """Apply ``settings`` in one transaction (rolled back whole on a dry run or an error); returns the diff."""
     with Session(engine, expire_on_commit=False) as session:
         try:
-            changes = apply_config(session=session, settings=settings, actor=actor, prune=prune)
+            changes = apply_config(
+                session=session, settings=settings, actor=actor, prune=prune, keep_later_changes=keep_later_changes
+            )
             if dry_run:
                 session.rollback()
             else:

@@ -21,8 +21,10 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from registry.aliases import AliasSpec, Target, WeightedTarget, current_version, set_alias
+from registry.costing import to_e8
 from registry.errors import Conflict, Invalid, NotFound
 from registry.finetune_validation import ValidationReport
+from registry.limits import charge, month_of
 from registry.models import (
     Alias,
     ExternalModel,
@@ -51,6 +53,7 @@ class Outcome:
     old_status: str
     status: str
     promoted_version: int | None = None
+    training: UsageRecord | None = None  # the training usage record this answer wrote, once committed
 
     @property
     def changed(self) -> bool:
@@ -320,12 +323,15 @@ def apply_upstream_job(
         return Outcome(job_id, seen_status, status)
     job.finished_at = now if status in TERMINAL_STATUSES else None
     session.add(job)
-    promoted = _on_status_change(session, job, seen_status, prices, actor)
+    promoted, training = _on_status_change(session, job, seen_status, prices, actor)
     session.flush()
-    return Outcome(job_id, seen_status, status, promoted)
+    return Outcome(job_id, seen_status, status, promoted, training)
 
 
-def _on_status_change(session: Session, job: FineTuneJob, old: str, prices: PriceTable, actor: str) -> int | None:
+def _on_status_change(
+    session: Session, job: FineTuneJob, old: str, prices: PriceTable, actor: str
+) -> tuple[int | None, UsageRecord | None]:
+    """Events for the change; on a finished job its training record and, bound to an alias, its promotion."""
     status = job.status
     if status == "succeeded":
         add_event(
@@ -349,11 +355,10 @@ def _on_status_change(session: Session, job: FineTuneJob, old: str, prices: Pric
     else:
         add_event(session=session, job_id=job.id, status=status, message=f"Status {old} → {status}")
     if status not in TERMINAL_STATUSES:
-        return None
-    if job.trained_tokens:
-        _record_training_usage(session, job, prices)
+        return None, None
+    training = _record_training_usage(session, job, prices) if job.trained_tokens else None
     if job.alias_id is None:
-        return None
+        return None, training
     if status != "succeeded" or not job.fine_tuned_model:
         alias = session.get(Alias, job.alias_id)
         version = alias.current_version if alias else None
@@ -364,43 +369,44 @@ def _on_status_change(session: Session, job: FineTuneJob, old: str, prices: Pric
             message=f"Alias {job.alias} left as it was (version {version}): the job {status}"
             + ("" if status != "succeeded" else " without naming a fine-tuned model"),
         )
-        return None
+        return None, training
     if job.promoted_version is not None:
-        return None
+        return None, training
     try:
         alias, spec = _promotion_plan(session, job, job.canary_weight)
     except (Invalid, NotFound) as exc:
         add_event(session=session, job_id=job.id, level="warn", message=f"Not promoted: {exc.message}")
-        return None
-    return _promote(session, job, alias, spec, job.canary_weight, actor)
+        return None, training
+    return _promote(session, job, alias, spec, job.canary_weight, actor), training
 
 
-def _record_training_usage(session: Session, job: FineTuneJob, prices: PriceTable) -> None:
-    """The job's trained tokens at its model's training price, against its team, as a ``training`` record."""
+def _record_training_usage(session: Session, job: FineTuneJob, prices: PriceTable) -> UsageRecord:
+    """The job's trained tokens at its model's training price, against its team, as a ``training`` record,
+    charged to the team's month like any request (budgets count training too)."""
     assert job.trained_tokens is not None
     finished = job.detail.get("finished_at")
     when = datetime.fromtimestamp(finished, UTC) if isinstance(finished, int) else utcnow()
     cost = prices.training_cost(model=job.model, day=when.date(), trained_tokens=job.trained_tokens)
-    session.add(
-        UsageRecord(
-            created_at=utcnow(),
-            day=when.date(),
-            request_id=job.id[:64],
-            kind="training",
-            endpoint="fine_tuning.jobs",
-            team_id=job.team_id,
-            key_id=job.key_id,
-            alias=job.alias or "",
-            upstream=job.upstream,
-            model=job.model,
-            served_by="training",
-            prompt_tokens=job.trained_tokens,  # the trained tokens: what the training price applies to
-            status_code=200,
-            latency_ms=0.0,
-            cost_usd=cost.usd,
-            priced=cost.priced,
-        )
+    record = UsageRecord(
+        created_at=utcnow(),
+        day=when.date(),
+        request_id=job.id[:64],
+        kind="training",
+        endpoint="fine_tuning.jobs",
+        team_id=job.team_id,
+        key_id=job.key_id,
+        alias=job.alias or "",
+        upstream=job.upstream,
+        model=job.model,
+        served_by="training",
+        prompt_tokens=job.trained_tokens,  # the trained tokens: what the training price applies to
+        status_code=200,
+        latency_ms=0.0,
+        cost_usd=cost.usd,
+        priced=cost.priced,
     )
+    session.add(record)
+    charge(session=session, spend={(job.team_id, month_of(when.date())): to_e8(cost.usd)}, tokens={})
     add_event(
         session=session,
         job_id=job.id,
@@ -408,6 +414,7 @@ def _record_training_usage(session: Session, job: FineTuneJob, prices: PriceTabl
         + (f"${cost.usd}" if cost.priced else "unpriced (no training price in the price table)"),
         data={"trained_tokens": job.trained_tokens, "cost_usd": str(cost.usd), "priced": cost.priced},
     )
+    return record
 
 
 # -- promotion -------------------------------------------------------------------------------------------

@@ -16,10 +16,12 @@ import pytest
 from sqlmodel import Session
 
 from proxy.finetune_poller import FinetunePoller
+from registry.costing import to_e8
 from registry.db import session_scope
 from registry.finetune import claim_job, release_job
 from registry.finetune_retirement import days_left_by_alias
 from registry.finetune_validation import validate_path
+from registry.limits import month_of, spent_e8
 from registry.models import FineTuneFile
 from registry.teams import get_team
 from tests.conftest import PUDONG_PROMPT, UPSTREAM_KEY, FakeUpstreamHandle
@@ -131,8 +133,10 @@ def test_upload_train_promote_and_serve_pudong_support(env: FinetuneEnv) -> None
 
 
 def test_training_usage_is_the_trained_tokens_at_the_training_price(env: FinetuneEnv) -> None:
+    metric_before = _team_cost_metric(env, "airport-cs")
     job_id = env.start_job(None, model="gpt-3.5-turbo-0613")
     assert env.drive(job_id) == "succeeded"
+    metric_after = _team_cost_metric(env, "airport-cs")
     trained = fake_training_tokens(FIXTURES / "valid_12.jsonl")
     [record] = env.training_usage(job_id)
     with Session(env.gw.engine) as session:
@@ -147,7 +151,22 @@ def test_training_usage_is_the_trained_tokens_at_the_training_price(env: Finetun
     )
     assert (record.cost_usd, record.priced) == (expected, True)
     assert round(record.cost_usd, 2) == round(Decimal(trained) * 8 / 1_000_000, 2)
+    with Session(env.gw.engine) as session:
+        spent_before = spent_e8(session=session, team_id=team_id, month=month_of(record.day))
     assert env.drive(job_id) == "succeeded" and len(env.training_usage(job_id)) == 1  # recorded once
+    with Session(env.gw.engine) as session:  # charged to the team's month, so budgets count training too
+        assert spent_e8(session=session, team_id=team_id, month=month_of(record.day)) == spent_before
+    assert spent_before >= to_e8(expected)
+    assert metric_after - metric_before == pytest.approx(float(expected))  # Prometheus counts it, as reports do
+    assert _team_cost_metric(env, "airport-cs") == metric_after  # once
+
+
+def _team_cost_metric(env: FinetuneEnv, team: str) -> float:
+    return sum(
+        float(line.split()[-1])
+        for line in httpx.get(env.gateway.url + "/metrics").text.splitlines()
+        if line.startswith("tunegate_cost_usd_total{") and f'team="{team}"' in line
+    )
 
 
 def test_fallback_prompt_comes_from_the_training_data(env: FinetuneEnv) -> None:
