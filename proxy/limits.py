@@ -191,10 +191,23 @@ class Limits:
             headers = await anyio.to_thread.run_sync(self._check, caller, limits, now, month, pending)
         except _OverBudget as over:
             assert limits.budget is not None
+            if pending:
+                # Refused partly on charges not yet committed: let them commit first, so that once a client has
+                # seen this 429 every other process (which reads the database) refuses the team too.
+                await self._drain((caller.team_id, month))
             self._refused[(caller.team_id, month)] = (limits.budget, over.spent)  # on the event loop: no lock
             raise insufficient_quota(caller, limits.budget, over.spent, month) from None
         # The next request must see this one's cost (budget) and tokens (tokens per minute): answer after the charge.
         return Quota(self, headers, settle=limits.budget is not None or bool(limits.tpm_scopes))
+
+    async def _drain(self, key: tuple[int, str]) -> None:
+        """Wait (at most SETTLE_TIMEOUT) until this process has committed every charge of ``key``."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending.get(key):
+                    return
+            await asyncio.sleep(0.005)
 
     def _caller_limits(self, caller: Caller) -> CallerLimits:
         with Session(self._engine) as session:
