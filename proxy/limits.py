@@ -90,8 +90,9 @@ class _Charge:
 
 
 class _OverBudget(Exception):
-    def __init__(self, spent: int) -> None:
+    def __init__(self, spent: int, pending: int) -> None:
         self.spent = spent
+        self.pending = pending  # of which charged here and not yet committed
 
 
 def _reset(now: float) -> float:
@@ -147,6 +148,7 @@ class Limits:
         self._lock = threading.Condition()
         self._queue: list[_Charge] = []
         self._pending: dict[tuple[int, str], int] = {}  # charged here, not yet committed
+        self._commits = 0  # odd while the charger commits (see _spent)
         self._waiting: dict[str, Future[None]] = {}
         self._alerted: set[tuple[int, str, str]] = set()
         self._stopping = False
@@ -183,15 +185,11 @@ class Limits:
         refused = self._refused.get((caller.team_id, month))
         if refused is not None:
             raise insufficient_quota(caller, *refused, month)
-        # Read what this process charged but has not committed before the database: a charge is then counted
-        # at least once (in one or both), never missed.
-        with self._lock:
-            pending = self._pending.get((caller.team_id, month), 0)
         try:
-            headers = await anyio.to_thread.run_sync(self._check, caller, limits, now, month, pending)
+            headers = await anyio.to_thread.run_sync(self._check, caller, limits, now, month)
         except _OverBudget as over:
             assert limits.budget is not None
-            if pending:
+            if over.pending:
                 # Refused partly on charges not yet committed: let them commit first, so that once a client has
                 # seen this 429 every other process (which reads the database) refuses the team too.
                 await self._drain((caller.team_id, month))
@@ -213,12 +211,29 @@ class Limits:
         with Session(self._engine) as session:
             return caller_limits(session=session, team_id=caller.team_id, key_id=caller.key_id)
 
-    def _check(self, caller: Caller, limits: CallerLimits, now: datetime, month: str, pending: int) -> dict[str, str]:
+    def _spent(self, session: Session, team_id: int, month: str) -> tuple[int, int]:
+        """Month-to-date spend: committed (database) plus charged here and not yet committed; and the latter.
+
+        Each charge is counted exactly once: the charger bumps ``_commits`` to odd before it commits and to
+        even after it has taken the charges off ``_pending``; a read that overlapped a commit is read again.
+        """
+        for _ in range(50):
+            with self._lock:
+                before, pending = self._commits, self._pending.get((team_id, month), 0)
+            committed = spent_e8(session=session, team_id=team_id, month=month)
+            session.rollback()  # a fresh snapshot for the next read
+            with self._lock:
+                if before % 2 == 0 and self._commits == before:
+                    return committed + pending, pending
+            time.sleep(0.001)
+        return committed + pending, pending  # the charger is very busy: count a charge twice rather than miss it
+
+    def _check(self, caller: Caller, limits: CallerLimits, now: datetime, month: str) -> dict[str, str]:
         with Session(self._engine) as session:
             if limits.budget is not None:
-                spent = spent_e8(session=session, team_id=caller.team_id, month=month) + pending
+                spent, pending = self._spent(session, caller.team_id, month)
                 if spent >= limits.budget.hard_e8:
-                    raise _OverBudget(spent)
+                    raise _OverBudget(spent, pending)
             if not limits.rates:
                 return {}
             windows = take_request(session=session, rates=limits.rates, minute=minute_of(now))
@@ -325,6 +340,8 @@ class Limits:
             for scope in item.tpm_scopes:
                 tokens[(scope, item.minute)] = tokens.get((scope, item.minute), 0) + item.tokens
         attempt = 0
+        with self._lock:
+            self._commits += 1  # odd: a commit is under way (see _spent)
         while True:
             try:
                 with session_scope(self._engine) as session:
@@ -339,6 +356,7 @@ class Limits:
                     break
                 time.sleep(min(5.0, 0.1 * 2**attempt))
         with self._lock:
+            self._commits += 1  # even again: the database and _pending agree
             for item in batch:
                 key = (item.team_id, item.month)
                 self._pending[key] = self._pending.get(key, 0) - item.units
