@@ -22,7 +22,9 @@ from sqlmodel import Session
 
 from config import ConfigError, parse_settings
 from proxy.errors import GatewayError
-from proxy.gateway import Gateway
+from proxy.gateway import Gateway, gateway_of
+from proxy.gateway import read as read_session
+from proxy.gateway import write as write_session
 from registry.aliases import (
     AliasChange,
     AliasRow,
@@ -41,7 +43,6 @@ from registry.aliases import (
 from registry.aliases import delete_alias as delete_alias_record
 from registry.audit import list_audit
 from registry.bootstrap import apply_settings
-from registry.db import session_scope
 from registry.errors import Conflict
 from registry.models import AliasVersion, ApiKey, AuditEntry, Team, Upstream
 from registry.teams import (
@@ -70,37 +71,14 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     connection.state.actor = await gateway.check_admin(connection.headers.get("authorization"))
 
 
-def _gateway(request: AnyRequest) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
 async def read(request: AnyRequest, work: Callable[[Session], T]) -> T:
-    engine = _gateway(request).engine
-
-    def run() -> T:
-        with Session(engine) as session:
-            return work(session)
-
-    return await anyio.to_thread.run_sync(run)
+    return await read_session(gateway_of(request), work)
 
 
 async def write(request: AnyRequest, work: Callable[[Session, str], T]) -> T:
     """Run ``work`` in one transaction as the request's admin, then forget this process's cached lookups."""
-    gateway = _gateway(request)
     actor: str = request.state.actor
-
-    def run() -> T:
-        try:
-            with session_scope(gateway.engine) as session:
-                return work(session, actor)
-        except IntegrityError:
-            raise Conflict("another change to the same record was made at the same moment; try again") from None
-
-    try:
-        return await anyio.to_thread.run_sync(run)
-    finally:
-        gateway.invalidate()
+    return await write_session(gateway_of(request), lambda session: work(session, actor))
 
 
 def _time(value: datetime | None) -> str | None:
@@ -637,7 +615,7 @@ class ApplyController(Controller):
             settings = parse_settings(data.config, data.source)
         except ConfigError as exc:
             raise GatewayError(400, str(exc), param="config", code="invalid_config") from None
-        gateway = _gateway(request)
+        gateway = gateway_of(request)
         actor: str = request.state.actor
 
         def run() -> ApplyOut:

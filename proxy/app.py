@@ -17,9 +17,9 @@ from proxy.errors import GatewayError, handle_exception
 from proxy.finance_routes import FinanceController, TeamUsageController
 from proxy.finetune_poller import FinetuneBackground
 from proxy.finetune_routes import finetune_route_handlers
-from proxy.gateway import Gateway
+from proxy.gateway import Gateway, gateway_of
 from proxy.metrics import metrics_endpoint
-from proxy.openai_routes import OpenAIController, gateway_of
+from proxy.openai_routes import OpenAIController
 from registry.db import ping
 
 

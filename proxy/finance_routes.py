@@ -11,7 +11,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import anyio.to_thread
 import orjson
 from litestar import Controller, Request, Response, delete, get, put
 from litestar.connection import ASGIConnection
@@ -22,8 +21,9 @@ from sqlmodel import Session
 
 from proxy.admin_routes import admin_guard
 from proxy.errors import GatewayError, json_response
-from proxy.gateway import Gateway
-from registry.db import session_scope
+from proxy.gateway import gateway_of
+from proxy.gateway import read as read_session
+from proxy.gateway import write as write_session
 from registry.errors import Invalid
 from registry.limits import budget_status, clear_budget, list_rate_limits, set_budget, set_rate_limit
 from registry.reports import parse_day, parse_group_by, parse_range, savings, usage_report
@@ -43,33 +43,13 @@ async def finance_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
         connection.state.actor = "finance"  # check_admin refuses a finance key with exactly this
 
 
-def _gateway(request: AnyRequest) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
 async def _read(request: AnyRequest, work: Callable[[Session], T]) -> T:
-    engine = _gateway(request).engine
-
-    def run() -> T:
-        with Session(engine) as session:
-            return work(session)
-
-    return await anyio.to_thread.run_sync(run)
+    return await read_session(gateway_of(request), work)
 
 
 async def _write(request: AnyRequest, work: Callable[[Session, str], T]) -> T:
-    gateway = _gateway(request)
     actor: str = request.state.actor
-
-    def run() -> T:
-        with session_scope(gateway.engine) as session:
-            return work(session, actor)
-
-    try:
-        return await anyio.to_thread.run_sync(run)
-    finally:
-        gateway.limits.invalidate()
+    return await write_session(gateway_of(request), lambda session: work(session, actor))
 
 
 def _report(
@@ -205,7 +185,7 @@ class FinanceController(Controller):
         first, last = parse_day(start, "from"), parse_day(end, "to")
         if first and last and first > last:
             raise Invalid(f"'from' ({first}) is after 'to' ({last})", param="from")
-        prices = _gateway(request).prices
+        prices = gateway_of(request).prices
         return await _read(
             request, lambda s: savings(session=s, prices=prices, alias=alias, team=team, start=first, end=last)
         )
@@ -226,7 +206,7 @@ class TeamUsageController(Controller):
         alias: str | None = Parameter(default=None),
         model: str | None = Parameter(default=None),
     ) -> Response[bytes]:
-        caller = await _gateway(request).authenticate(request.headers.get("authorization"))
+        caller = await gateway_of(request).authenticate(request.headers.get("authorization"))
         work = _report(
             request,
             start=start,

@@ -10,7 +10,6 @@ from the database the poller keeps, so a client's polling costs the upstream not
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,18 +21,16 @@ from litestar.datastructures import UploadFile
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from config import Settings
 from proxy.admin_routes import admin_guard
 from proxy.errors import GatewayError, json_response
 from proxy.finetune_poller import FinetunePoller, auth_headers
-from proxy.gateway import Gateway, UpstreamEndpoint
-from proxy.openai_routes import gateway_of, read_json, require
+from proxy.gateway import Gateway, UpstreamEndpoint, gateway_of, transaction
+from proxy.openai_routes import read_json, require
 from registry.aliases import get_alias, resolve
-from registry.db import session_scope
-from registry.errors import Conflict, Invalid, NotFound
+from registry.errors import Invalid, NotFound
 from registry.finetune import (
     ALIAS_KEY,
     PURPOSES,
@@ -80,19 +77,6 @@ async def team_caller(request: AnyRequest) -> Caller:
     if caller.role != "team":
         raise GatewayError(403, "This key may read usage only; it cannot fine-tune.", code="permission_denied")
     return caller
-
-
-async def in_session(gateway: Gateway, work: Callable[[Session], T]) -> T:
-    """``work`` in one transaction, on a worker thread; a write that collides with another is a 409."""
-
-    def run() -> T:
-        try:
-            with session_scope(gateway.engine) as session:
-                return work(session)
-        except IntegrityError:
-            raise Conflict("another change to the same record was made at the same moment; try again") from None
-
-    return await anyio.to_thread.run_sync(run)
 
 
 def _timestamp(value: datetime | None) -> int | None:
@@ -324,7 +308,7 @@ class FilesController(Controller):
         report = await anyio.to_thread.run_sync(validate_upload, content, gateway)
         if report.errors:
             raise broken_file(report)
-        known = await in_session(gateway, _upstream_names)
+        known = await transaction(gateway, _upstream_names)
         endpoint = gateway.upstream(team_upstream(gateway, caller.team, known))
         filename = upload.filename or "training.jsonl"
         answer = _json(
@@ -355,7 +339,7 @@ class FilesController(Controller):
                 report=report,
             )
 
-        file = await in_session(gateway, record)
+        file = await transaction(gateway, record)
         return json_response(200, orjson.dumps(file_object(file)))
 
     @get()
@@ -369,7 +353,7 @@ class FilesController(Controller):
     ) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        files = await in_session(
+        files = await transaction(
             gateway, lambda s: list_files(session=s, team_id=caller.team_id, purpose=purpose or None)
         )
         data = [file_object(f) for f in (files if order == "desc" else reversed(files))]
@@ -380,14 +364,14 @@ class FilesController(Controller):
     async def retrieve_file(self, request: AnyRequest, file_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        file = await in_session(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
+        file = await transaction(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
         return json_response(200, orjson.dumps(file_object(file)))
 
     @delete("/{file_id:str}", status_code=200)
     async def delete_file(self, request: AnyRequest, file_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        file = await in_session(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
+        file = await transaction(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
         endpoint = gateway.upstream(file.upstream)
         response = await call_upstream(gateway, endpoint, "DELETE", f"/files/{file.upstream_file_id}")
         if response.status_code not in (200, 404):  # 404: gone at the upstream already
@@ -396,14 +380,14 @@ class FilesController(Controller):
         def forget(session: Session) -> None:
             delete_file(session=session, file=get_file(session=session, team_id=caller.team_id, file_id=file_id))
 
-        await in_session(gateway, forget)
+        await transaction(gateway, forget)
         return json_response(200, orjson.dumps({"id": file_id, "object": "file", "deleted": True}))
 
     @get("/{file_id:str}/content")
     async def file_content(self, request: AnyRequest, file_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        file = await in_session(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
+        file = await transaction(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
         endpoint = gateway.upstream(file.upstream)
         response = await call_upstream(gateway, endpoint, "GET", f"/files/{file.upstream_file_id}/content")
         if response.status_code != 200:
@@ -512,7 +496,7 @@ class FineTuningController(Controller):
             alias, target_upstream = _bound_alias(session, caller, alias_name)
             return training, validation, alias, target_upstream
 
-        training, validation, alias, target_upstream = await in_session(gateway, prepare)
+        training, validation, alias, target_upstream = await transaction(gateway, prepare)
         # A job for an alias runs where the alias will serve its result (finetune.alias_upstreams overrides).
         upstream = (
             gateway.settings.finetune.alias_upstreams.get(alias.name) or target_upstream if alias is not None else None
@@ -555,7 +539,7 @@ class FineTuningController(Controller):
                 actor=f"team {caller.team}",
             )
 
-        job = await in_session(gateway, record)
+        job = await transaction(gateway, record)
         return json_response(200, orjson.dumps(job_object(job)))
 
     @get()
@@ -564,7 +548,7 @@ class FineTuningController(Controller):
     ) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        jobs = await in_session(gateway, lambda s: list_jobs(session=s, team_id=caller.team_id))
+        jobs = await transaction(gateway, lambda s: list_jobs(session=s, team_id=caller.team_id))
         page, has_more = _page([job_object(j) for j in jobs], after, limit)
         return _list(page, has_more)
 
@@ -572,14 +556,14 @@ class FineTuningController(Controller):
     async def retrieve_job(self, request: AnyRequest, job_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        job = await in_session(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
+        job = await transaction(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
         return json_response(200, orjson.dumps(job_object(job)))
 
     @post("/{job_id:str}/cancel", status_code=200)
     async def cancel_job(self, request: AnyRequest, job_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        job = await in_session(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
+        job = await transaction(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
         if job.status in TERMINAL_STATUSES:
             raise GatewayError(400, f"Job has already completed: {job.id} is {job.status}.", param="fine_tuning_job_id")
         endpoint = gateway.upstream(job.upstream)
@@ -602,7 +586,7 @@ class FineTuningController(Controller):
             )
             return get_job(session=session, team_id=caller.team_id, job_id=job_id), outcome
 
-        job, outcome = await in_session(gateway, record)
+        job, outcome = await transaction(gateway, record)
         if outcome is not None and outcome.training is not None:
             gateway.metrics.observe([outcome.training])
         return json_response(200, orjson.dumps(job_object(job)))
@@ -618,7 +602,7 @@ class FineTuningController(Controller):
             get_job(session=session, team_id=caller.team_id, job_id=job_id)
             return job_events(session=session, job_id=job_id)
 
-        data = [event_object(e) for e in await in_session(gateway, events)]
+        data = [event_object(e) for e in await transaction(gateway, events)]
         page, has_more = _page(data, after, limit)
         return _list(page, has_more)
 
@@ -626,7 +610,7 @@ class FineTuningController(Controller):
     async def list_checkpoints(self, request: AnyRequest, job_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        job = await in_session(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
+        job = await transaction(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
         endpoint = gateway.upstream(job.upstream)
         params = {k: v for k, v in request.query_params.items() if k in ("after", "limit")}
         answer = _json(
@@ -696,12 +680,12 @@ class FinetuneAdminController(Controller):
             team_id = get_team(session=session, name=team).id if team else None
             return [job_summary(session, job) for job in list_jobs(session=session, team_id=team_id, status=status)]
 
-        return json_response(200, orjson.dumps({"data": await in_session(gateway, work)}))
+        return json_response(200, orjson.dumps({"data": await transaction(gateway, work)}))
 
     @get("/finetune/jobs/{job_id:str}")
     async def job_status(self, request: AnyRequest, job_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
-        data = await in_session(gateway, lambda s: job_detail(s, get_job(session=s, team_id=None, job_id=job_id)))
+        data = await transaction(gateway, lambda s: job_detail(s, get_job(session=s, team_id=None, job_id=job_id)))
         return json_response(200, orjson.dumps(data))
 
     @post("/finetune/jobs/{job_id:str}/promote", status_code=200)
@@ -714,7 +698,7 @@ class FinetuneAdminController(Controller):
             return job_detail(session, job)
 
         try:
-            detail = await in_session(gateway, work)
+            detail = await transaction(gateway, work)
         finally:
             gateway.invalidate()
         return json_response(200, orjson.dumps(detail))
@@ -722,7 +706,7 @@ class FinetuneAdminController(Controller):
     @get("/finetune/models")
     async def list_models(self, request: AnyRequest) -> Response[bytes]:
         gateway = gateway_of(request)
-        models = await in_session(gateway, lambda s: [external_object(m) for m in list_external_models(session=s)])
+        models = await transaction(gateway, lambda s: [external_object(m) for m in list_external_models(session=s)])
         return json_response(200, orjson.dumps({"data": models}))
 
     @post("/finetune/models", status_code=201)
@@ -743,7 +727,7 @@ class FinetuneAdminController(Controller):
             )
             return external_object(model)
 
-        return json_response(201, orjson.dumps(await in_session(gateway, work)))
+        return json_response(201, orjson.dumps(await transaction(gateway, work)))
 
     @get("/finetune/lineage")
     async def lineage(self, request: AnyRequest, alias: str, team: str | None = None) -> Response[bytes]:
@@ -753,7 +737,7 @@ class FinetuneAdminController(Controller):
             team_id = get_team(session=session, name=team).id if team else None
             return alias_lineage(session=session, alias=get_alias(session=session, name=alias, team_id=team_id))
 
-        return json_response(200, orjson.dumps(await in_session(gateway, work)))
+        return json_response(200, orjson.dumps(await transaction(gateway, work)))
 
     @get("/retirements")
     async def list_retirements(
@@ -777,7 +761,7 @@ class FinetuneAdminController(Controller):
 
 async def _retirements(gateway: Gateway, window_days: int | None) -> dict[str, Any]:
     window = gateway.settings.finetune.retirement_window_days if window_days is None else window_days
-    found = await in_session(gateway, lambda s: retirements(session=s, window_days=window))
+    found = await transaction(gateway, lambda s: retirements(session=s, window_days=window))
     return {"today": today().isoformat(), "window_days": window, "data": [r.as_json() for r in found]}
 
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import httpx
 from cachetools import TTLCache
+from litestar import Request
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from config import Settings, resolve_secret
@@ -27,7 +29,8 @@ from proxy.upstream_transport import AiohttpTransport
 from registry.aliases import ResolvedAlias, resolve
 from registry.bootstrap import apply_settings
 from registry.costing import cost_records
-from registry.db import make_engine, migrate
+from registry.db import make_engine, migrate, session_scope
+from registry.errors import Conflict
 from registry.finetune_retirement import ShutdownDates
 from registry.pricing import PriceTable
 from registry.teams import Caller, find_caller
@@ -98,6 +101,7 @@ class Gateway:
         self._callers.clear()
         self._aliases.clear()
         self._upstreams.clear()
+        self.limits.invalidate()
 
     # -- the request path ------------------------------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Caller:
@@ -205,3 +209,43 @@ def upstream_headers(upstream: UpstreamEndpoint, request_id: str) -> dict[str, A
     if upstream.api_key:
         headers["authorization"] = f"Bearer {upstream.api_key}"
     return headers
+
+
+T = TypeVar("T")
+
+
+def gateway_of(request: Request[Any, Any, Any]) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def read(gateway: Gateway, work: Callable[[Session], T]) -> T:
+    """``work`` on a worker thread with a session of its own (no transaction kept)."""
+
+    def run() -> T:
+        with Session(gateway.engine) as session:
+            return work(session)
+
+    return await anyio.to_thread.run_sync(run)
+
+
+async def transaction(gateway: Gateway, work: Callable[[Session], T]) -> T:
+    """``work`` in one transaction on a worker thread; a write that collides with a concurrent one is a 409."""
+
+    def run() -> T:
+        try:
+            with session_scope(gateway.engine) as session:
+                return work(session)
+        except IntegrityError:
+            raise Conflict("another change to the same record was made at the same moment; try again") from None
+
+    return await anyio.to_thread.run_sync(run)
+
+
+async def write(gateway: Gateway, work: Callable[[Session], T]) -> T:
+    """A ``transaction`` that changes what requests are served by: this process forgets its cached lookups,
+    so the change is served at once."""
+    try:
+        return await transaction(gateway, work)
+    finally:
+        gateway.invalidate()

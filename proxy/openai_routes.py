@@ -10,13 +10,8 @@ from sqlmodel import Session
 
 from proxy.errors import GatewayError, json_response, model_not_found
 from proxy.forwarding import Exchange, forward
-from proxy.gateway import Gateway
+from proxy.gateway import gateway_of
 from registry.aliases import visible_aliases
-
-
-def gateway_of(request: Request[Any, Any, Any]) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
 
 
 async def read_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
