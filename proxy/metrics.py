@@ -34,6 +34,7 @@ from sqlmodel import Session, select
 from config import Settings, resolve_secret
 from proxy.errors import GatewayError
 from registry.aliases import AliasSpec
+from registry.finetune_retirement import days_left_by_alias
 from registry.limits import BudgetStatus, budget_status
 from registry.models import Alias, AliasVersion, Team, UsageRecord
 
@@ -93,6 +94,11 @@ class KnownNames:
 def load_budgets(engine: Engine) -> list[BudgetStatus]:
     with Session(engine) as session:
         return budget_status(session=session)
+
+
+def load_days_left(engine: Engine) -> dict[str, int]:
+    with Session(engine) as session:
+        return days_left_by_alias(session=session)
 
 
 def load_known_names(engine: Engine) -> KnownNames:
@@ -223,6 +229,15 @@ class GatewayMetrics:
             multiprocess_mode="mostrecent",
             registry=r,
         )
+        self.days_left = Gauge(
+            "tunegate_alias_target_days_left",
+            "Days until the first serving target of the alias reaches its upstream's shutdown date (negative: past;"
+            " the alias then serves its fallback).",
+            ("alias",),
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
+        self._retiring: set[str] = set()
         # Label children, looked up once per label combination.
         self._usage_children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._request_children: dict[tuple[str, ...], Any] = {}
@@ -279,6 +294,16 @@ class GatewayMetrics:
                     self.budget_spent.labels(budget.team).set(float(budget.spent_usd))
                     self.budget_limit.labels(budget.team).set(float(budget.budget_usd))
                     self.budget_threshold.labels(budget.team).set(budget.soft_threshold_pct / 100)
+            try:
+                days_left = load_days_left(self._engine)
+            except Exception:
+                log.exception("reading the aliases' retirement dates for metrics failed")
+            else:
+                for alias in self._retiring - set(days_left):
+                    self.days_left.remove(alias)
+                self._retiring = set(days_left)
+                for alias, days in days_left.items():
+                    self.days_left.labels(alias).set(days)
 
     def _refresh_for(self, names: tuple[int, str, str]) -> None:
         # Names not seen yet (a team made a moment ago on another replica): look again, at most once a second

@@ -64,3 +64,6 @@ def test_the_retirement_watch_reads_the_upstreams_before_serving(live: FinetuneE
     assert (served, how) == ("gpt-4o-mini", "fallback")
     retired = live.gateway.admin("GET", "/admin/retirements").json()["data"]
     assert [(r["alias"], r["days_left"], r["retired"]) for r in retired] == [("retiring", -1, True)]
+    live.gw.metrics.refresh()  # what the metrics thread does every cache.ttl_seconds (a minute here)
+    gauges = [line for line in httpx.get(live.gateway.url + "/metrics").text.splitlines() if "days_left{" in line]
+    assert gauges == ['tunegate_alias_target_days_left{alias="retiring"} -1.0']
