@@ -44,6 +44,7 @@ from registry.aliases import delete_alias as delete_alias_record
 from registry.audit import list_audit
 from registry.bootstrap import apply_settings
 from registry.errors import Conflict
+from registry.finetune import alias_lineage
 from registry.models import AliasVersion, ApiKey, AuditEntry, Team, Upstream
 from registry.teams import (
     UNSET,
@@ -309,6 +310,8 @@ class AliasOut(BaseModel):
 
 class AliasDetail(AliasOut):
     lineage: list[AliasVersionOut]  # the current version, then each version it was made from
+    # each target of the current version → the job that made it → its training file (sha256) → validation
+    sources: dict[str, Any]
 
 
 class AliasWriteOut(BaseModel):
@@ -390,7 +393,11 @@ class AliasController(Controller):
         def work(session: Session) -> AliasDetail:
             row = _row(session, name.lstrip("/"), team)
             chain = lineage(versions_of(session=session, alias=row.alias), row.alias.current_version)
-            return AliasDetail(**alias_out(row).model_dump(), lineage=[version_out(v) for v in chain])
+            return AliasDetail(
+                **alias_out(row).model_dump(),
+                lineage=[version_out(v) for v in chain],
+                sources=alias_lineage(session=session, alias=row.alias),
+            )
 
         return await read(request, work)
 

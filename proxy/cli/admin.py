@@ -326,9 +326,12 @@ def _target_of(spec: dict[str, Any]) -> str:
 
 
 def alias_show(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+    from proxy.cli.finetune import lineage_text  # that module builds on this one
+
     alias = client.call("GET", _alias_path(args.name), params={"team": args.team})
     lines = [*_describe_alias(alias), "", "lineage (the current version, then the versions it was made from)"]
     lines.append(_versions_table(alias["lineage"]))
+    lines += ["", "where each model comes from (job, training file, validation)", lineage_text(alias["sources"])]
     return alias, "\n".join(lines)
 
 

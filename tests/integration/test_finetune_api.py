@@ -4,11 +4,15 @@ file to a promoted alias, per team, with the failures a user can cause."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import openai
@@ -24,7 +28,7 @@ from registry.finetune_validation import validate_path
 from registry.limits import month_of, spent_e8
 from registry.models import FineTuneFile
 from registry.teams import get_team
-from tests.conftest import PUDONG_PROMPT, UPSTREAM_KEY, FakeUpstreamHandle
+from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.finetune import (
     FIXTURES,
     MAX_FILE_BYTES,
@@ -110,6 +114,20 @@ def test_upload_train_promote_and_serve_pudong_support(env: FinetuneEnv) -> None
     assert (spec.fallback.model, spec.fallback.system_prompt) == ("gpt-3.5-turbo", PUDONG_PROMPT)
     served, how, messages = env.chat("pudong-support")
     assert (served, how, messages) == (done.fine_tuned_model, "model", QUESTION)  # no injected prompt
+
+    # the lineage `tunegate alias show` prints: alias version → model → job → training file → validation
+    shown = subprocess.run(
+        [str(Path(sys.executable).with_name("tunegate")), "alias", "show", "pudong-support"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TUNEGATE_URL": env.gateway.url, "TUNEGATE_ADMIN_KEY": ADMIN_KEY},
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert f"version {version}" in shown.stdout and done.fine_tuned_model in shown.stdout
+    assert job.id in shown.stdout and sha256[:12] in shown.stdout
 
     env.fake.fault(model=done.fine_tuned_model, status=503)
     served, how, messages = env.chat("pudong-support")
