@@ -177,15 +177,19 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
             continue
         found.append((f"ready in < 2 s ({when})", f"{seconds:.2f} s", verdict(seconds < 2.0)))
 
-    for scenario in (NON_STREAM_64, STREAM_64):
-        one = [r for r in (run.row("tunegate #1", scenario), run.row("tunegate #2", scenario)) if r]
-        two = run.row("tunegate (2 workers)", scenario)
+    for scenario, one_worker, two_workers, team in (
+        (NON_STREAM_64, ("tunegate #1", "tunegate #2"), "tunegate (2 workers)", ""),
+        (STREAM_64, ("tunegate #1", "tunegate #2"), "tunegate (2 workers)", ""),
+        (NON_STREAM_64, ("tunegate #1, no budget",), "tunegate (2 workers), no budget", ", a team without budget"),
+    ):
+        one = [r for r in (run.row(server, scenario) for server in one_worker) if r]
+        two = run.row(two_workers, scenario)
         if one and two:
             best = max(r["rps"] for r in one)
             ratio = two["rps"] / best
             found.append(
                 (
-                    f"2 workers ≥ 1.6× 1 worker, {scenario.name}, 64 connections",
+                    f"2 workers ≥ 1.6× 1 worker, {scenario.name}, 64 connections{team}",
                     f"{ratio:.2f}× ({two['rps']:,.0f} vs {best:,.0f} req/s)",
                     verdict(ratio >= 1.6),
                 )
@@ -403,11 +407,21 @@ def _usage(run: Run) -> list[str]:
 def _profile(run: Run) -> list[str]:
     if not run.profile:
         return []
-    lines = ["## Profile (py-spy, the gateway's worker, one more 64-connection run of each kind)", ""]
-    for key, frames in run.profile.items():
-        lines += [f"**{key}** — share of samples in each function (self) and under it (total):", ""]
+    lines = [
+        "## Profile (py-spy on the gateway's worker, one more 64-connection run of each kind)",
+        "",
+        "Shares of the samples in which a thread was working (a thread blocked on a lock, condition or queue is "
+        "left out). `Runner.run` *self* is the event loop's own C code: socket calls, and waiting for the GIL "
+        "while another thread of the process holds it.",
+        "",
+    ]
+    for key, found in run.profile.items():
+        if not found:
+            continue
+        threads = ", ".join(f"{t['thread']} {t['share']:.0f}%" for t in found["threads"] if t["share"] >= 0.5)
+        lines += [f"**{key}** ({found['samples']:,} working samples) — by thread: {threads}.", ""]
         lines += ["| function | self % | total % |", "|---|--:|--:|"]
-        lines += [f"| `{f['frame']}` | {f['self']:.1f} | {f['total']:.1f} |" for f in frames]
+        lines += [f"| `{f['frame']}` | {f['self']:.1f} | {f['total']:.1f} |" for f in found["frames"]]
         lines.append("")
     return lines
 

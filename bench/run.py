@@ -31,6 +31,7 @@ from bench.scenarios import (
     ADMIN_KEY,
     COMPARISON,
     MAIN,
+    NON_STREAM_64,
     TEAM,
     THROUGHPUT,
     UNBUDGETED,
@@ -250,10 +251,6 @@ def usage_rows(database_url: str) -> int:
         engine.dispose()
 
 
-def completed(rows: list[dict[str, Any]], server: str) -> int:
-    return sum(r["completed"] for r in rows if r["server"] == server)
-
-
 # -- the run -----------------------------------------------------------------------------------------------
 
 
@@ -292,7 +289,7 @@ def bench(opts: Options) -> Run:
         cold.stop()
         gateway = start_gateway(run, config, gateway_port, workers=opts.workers, name="tunegate")
         run.startup["existing database"] = gateway.ready_s
-        label = "tunegate" if opts.workers == 1 else f"tunegate ({opts.workers} workers)"
+        label = _label(opts)
         run.memory["at ready"] = gateway.snapshot()
         _progress(f"tunegate ready in {cold.ready_s:.2f} s (empty database), {gateway.ready_s:.2f} s (existing)")
 
@@ -318,7 +315,7 @@ def bench(opts: Options) -> Run:
             run.profile = profile(run, gateway, gateway_port, headers)
         code = gateway.stop()
         run.usage_check = {
-            "requests": sum(completed(run.rows, f"{label} {which}") for which in ("#1", "#1, no budget", "#2")),
+            "requests": sum(r["completed"] for r in run.rows if r["server"].startswith(label + " ")),
             "usage_rows": usage_rows(database_url),
             "exit_code": -1 if code is None else code,
         }
@@ -329,6 +326,10 @@ def bench(opts: Options) -> Run:
             for scenario in THROUGHPUT:
                 call = Call("127.0.0.1", gateway_port, "/v1/chat/completions", client_body(scenario), headers)
                 measure(run, "tunegate (2 workers)", scenario, _stream(call, scenario), two, upstream=upstream)
+            if opts.budget:
+                body, auth = client_body(NON_STREAM_64), {"authorization": f"Bearer {unbudgeted_key}"}
+                call = Call("127.0.0.1", gateway_port, "/v1/chat/completions", body, auth)
+                measure(run, "tunegate (2 workers), no budget", NON_STREAM_64, call, two, upstream=upstream)
             run.memory["2 workers"] = two.snapshot()
             run.memory["2 workers pids"] = two.workers()
             two.stop()
@@ -340,6 +341,10 @@ def bench(opts: Options) -> Run:
     run.load_after = os.getloadavg()
     run.seconds = time.perf_counter() - began
     return run
+
+
+def _label(opts: Options) -> str:
+    return "tunegate" if opts.workers == 1 else f"tunegate ({opts.workers} workers)"
 
 
 def _stream(call: Call, scenario: Scenario) -> Call:
@@ -409,7 +414,7 @@ def bench_litellm(run: Run, upstream: Server, upstream_port: int) -> dict[str, A
 
 def profile(run: Run, gateway: Server, port: int, headers: dict[str, str]) -> dict[str, Any]:
     """py-spy on the gateway during one more 64-connection run of each kind (outside the measured passes)."""
-    from bench.profile import record, top_frames
+    from bench.profile import record, summarize
     from bench.scenarios import NON_STREAM_64, STREAM_64
 
     py_spy = shutil.which("py-spy", path=f"{BIN}:{os.environ.get('PATH', '')}")
@@ -421,8 +426,8 @@ def profile(run: Run, gateway: Server, port: int, headers: dict[str, str]) -> di
         out = run.options.work / f"profile-{'stream' if scenario.stream else 'non-stream'}.txt"
         call = Call("127.0.0.1", port, "/v1/chat/completions", client_body(scenario), headers, scenario.stream)
         with record(py_spy, gateway.workers()[0], out, seconds=run.options.warmup + run.options.duration):
-            measure(run, "tunegate under py-spy", scenario, call, gateway)
-        found[scenario.key] = top_frames(out)
+            measure(run, f"{_label(run.options)} under py-spy", scenario, call, gateway)
+        found[scenario.key] = summarize(out)
     return found
 
 
