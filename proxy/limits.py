@@ -89,6 +89,9 @@ class _Charge:
     done: Future[None]
 
 
+_RECHECKS = 3  # how often a refusal that counted uncommitted charges is looked at again
+
+
 class _OverBudget(Exception):
     def __init__(self, spent: int, pending: int) -> None:
         self.spent = spent
@@ -148,7 +151,6 @@ class Limits:
         self._lock = threading.Condition()
         self._queue: list[_Charge] = []
         self._pending: dict[tuple[int, str], int] = {}  # charged here, not yet committed
-        self._commits = 0  # odd while the charger commits (see _spent)
         self._waiting: dict[str, Future[None]] = {}
         self._alerted: set[tuple[int, str, str]] = set()
         self._stopping = False
@@ -185,16 +187,20 @@ class Limits:
         refused = self._refused.get((caller.team_id, month))
         if refused is not None:
             raise insufficient_quota(caller, *refused, month)
-        try:
-            headers = await anyio.to_thread.run_sync(self._check, caller, limits, now, month)
-        except _OverBudget as over:
-            assert limits.budget is not None
-            if over.pending:
-                # Refused partly on charges not yet committed: let them commit first, so that once a client has
-                # seen this 429 every other process (which reads the database) refuses the team too.
-                await self._drain((caller.team_id, month))
-            self._refused[(caller.team_id, month)] = (limits.budget, over.spent)  # on the event loop: no lock
-            raise insufficient_quota(caller, limits.budget, over.spent, month) from None
+        for attempt in range(_RECHECKS + 1):
+            try:
+                headers = await anyio.to_thread.run_sync(self._check, caller, limits, now, month)
+                break
+            except _OverBudget as over:
+                assert limits.budget is not None
+                if over.pending and attempt < _RECHECKS:
+                    # Over partly on charges this process has not committed (and a charge committing during the
+                    # read counts twice): let them commit and look again. A team is refused only on what the
+                    # database holds, so once a client has seen this 429 every other process refuses it too.
+                    await self._drain((caller.team_id, month))
+                    continue
+                self._refused[(caller.team_id, month)] = (limits.budget, over.spent)  # on the event loop
+                raise insufficient_quota(caller, limits.budget, over.spent, month) from None
         # The next request must see this one's cost (budget) and tokens (tokens per minute): answer after the charge.
         return Quota(self, headers, settle=limits.budget is not None or bool(limits.tpm_scopes))
 
@@ -212,21 +218,14 @@ class Limits:
             return caller_limits(session=session, team_id=caller.team_id, key_id=caller.key_id)
 
     def _spent(self, session: Session, team_id: int, month: str) -> tuple[int, int]:
-        """Month-to-date spend: committed (database) plus charged here and not yet committed; and the latter.
+        """Month-to-date spend (committed plus charged here and not yet committed), and the latter.
 
-        Each charge is counted exactly once: the charger bumps ``_commits`` to odd before it commits and to
-        even after it has taken the charges off ``_pending``; a read that overlapped a commit is read again.
+        What this process charged is read before the database: a charge is then counted once or (while it
+        commits) twice, never missed; ``admit`` looks again before refusing on charges not yet committed.
         """
-        for _ in range(50):
-            with self._lock:
-                before, pending = self._commits, self._pending.get((team_id, month), 0)
-            committed = spent_e8(session=session, team_id=team_id, month=month)
-            session.rollback()  # a fresh snapshot for the next read
-            with self._lock:
-                if before % 2 == 0 and self._commits == before:
-                    return committed + pending, pending
-            time.sleep(0.001)
-        return committed + pending, pending  # the charger is very busy: count a charge twice rather than miss it
+        with self._lock:
+            pending = self._pending.get((team_id, month), 0)
+        return spent_e8(session=session, team_id=team_id, month=month) + pending, pending
 
     def _check(self, caller: Caller, limits: CallerLimits, now: datetime, month: str) -> dict[str, str]:
         with Session(self._engine) as session:
@@ -340,8 +339,6 @@ class Limits:
             for scope in item.tpm_scopes:
                 tokens[(scope, item.minute)] = tokens.get((scope, item.minute), 0) + item.tokens
         attempt = 0
-        with self._lock:
-            self._commits += 1  # odd: a commit is under way (see _spent)
         while True:
             try:
                 with session_scope(self._engine) as session:
@@ -356,7 +353,6 @@ class Limits:
                     break
                 time.sleep(min(5.0, 0.1 * 2**attempt))
         with self._lock:
-            self._commits += 1  # even again: the database and _pending agree
             for item in batch:
                 key = (item.team_id, item.month)
                 self._pending[key] = self._pending.get(key, 0) - item.units
