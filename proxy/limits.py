@@ -1,7 +1,8 @@
 """Budgets and rate limits on the request path: one check before a request is forwarded, one charge when it ends.
 
-The check (:meth:`Limits.admit`) reads the team's month-to-date spend and counts the request against each
-per-minute window, in one short transaction; nothing touches the database for a caller without limits. The
+The check (:meth:`Limits.admit`) reads the team's month-to-date spend (one read, started after the request
+arrived, shared by the requests of the team that arrive while the previous read runs) and counts the request
+against each per-minute window; nothing touches the database for a caller without limits. The
 charge (:meth:`Limits.submit`) hands the usage record to the usage writer and its cost and tokens to a
 charger thread, which adds them to the shared counters at once (not at the writer's flush interval), so
 every process sees a team cross its budget within milliseconds. A response of a team with a budget is sent
@@ -16,10 +17,11 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 import httpx
@@ -53,6 +55,9 @@ from registry.teams import Caller
 from registry.usage import UsageWriter
 
 log = logging.getLogger("tunegate.limits")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 SETTLE_TIMEOUT = 5.0  # seconds a response waits for its charge before it is sent anyway (database trouble)
 WEBHOOK_TIMEOUT = 5.0
@@ -92,10 +97,43 @@ class _Charge:
 _RECHECKS = 3  # how often a refusal that counted uncommitted charges is looked at again
 
 
-class _OverBudget(Exception):
-    def __init__(self, spent: int, pending: int) -> None:
-        self.spent = spent
-        self.pending = pending  # of which charged here and not yet committed
+class Coalesced(Generic[K, V]):
+    """A read per key that callers asking at once share: at most one in flight per key, and each caller gets
+    the result of a read that started after it asked (so it sees every write committed before it asked).
+
+    Under load the callers that arrive while a read runs share the next one, instead of each taking a worker
+    thread and a database connection of its own.
+    """
+
+    def __init__(self, fetch: Callable[[K], V]) -> None:
+        self._fetch = fetch
+        self._running: dict[K, asyncio.Future[V]] = {}
+        self._next: dict[K, asyncio.Future[V]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: K) -> V:
+        if key in self._running:
+            future = self._next.get(key)
+            if future is None:
+                future = self._next[key] = asyncio.get_running_loop().create_future()
+        else:
+            future = self._running[key] = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._reads(key, future))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(future)  # a caller that gives up does not cancel the others' read
+
+    async def _reads(self, key: K, future: asyncio.Future[V]) -> None:
+        while True:
+            try:
+                future.set_result(await anyio.to_thread.run_sync(self._fetch, key))
+            except Exception as exc:
+                future.set_exception(exc)
+            following = self._next.pop(key, None)
+            if following is None:
+                del self._running[key]
+                return
+            self._running[key] = future = following
 
 
 def _reset(now: float) -> float:
@@ -155,6 +193,7 @@ class Limits:
         self._alerted: set[tuple[int, str, str]] = set()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tunegate-charger", daemon=True)
+        self._spend = Coalesced(self._spent)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -187,20 +226,21 @@ class Limits:
         refused = self._refused.get((caller.team_id, month))
         if refused is not None:
             raise insufficient_quota(caller, *refused, month)
-        for attempt in range(_RECHECKS + 1):
-            try:
-                headers = await anyio.to_thread.run_sync(self._check, caller, limits, now, month)
-                break
-            except _OverBudget as over:
-                assert limits.budget is not None
-                if over.pending and attempt < _RECHECKS:
+        key = (caller.team_id, month)
+        if limits.budget is not None:
+            for attempt in range(_RECHECKS + 1):
+                spent, pending = await self._spend.get(key)
+                if spent < limits.budget.hard_e8:
+                    break
+                if pending and attempt < _RECHECKS:
                     # Over partly on charges this process has not committed (and a charge committing during the
                     # read counts twice): let them commit and look again. A team is refused only on what the
                     # database holds, so once a client has seen this 429 every other process refuses it too.
-                    await self._drain((caller.team_id, month))
+                    await self._drain(key)
                     continue
-                self._refused[(caller.team_id, month)] = (limits.budget, over.spent)  # on the event loop
-                raise insufficient_quota(caller, limits.budget, over.spent, month) from None
+                self._refused[key] = (limits.budget, spent)  # on the event loop
+                raise insufficient_quota(caller, limits.budget, spent, month)
+        headers = await anyio.to_thread.run_sync(self._take, caller, limits, now) if limits.rates else {}
         # The next request must see this one's cost (budget) and tokens (tokens per minute): answer after the charge.
         return Quota(self, headers, settle=limits.budget is not None or bool(limits.tpm_scopes))
 
@@ -217,24 +257,19 @@ class Limits:
         with Session(self._engine) as session:
             return caller_limits(session=session, team_id=caller.team_id, key_id=caller.key_id)
 
-    def _spent(self, session: Session, team_id: int, month: str) -> tuple[int, int]:
-        """Month-to-date spend (committed plus charged here and not yet committed), and the latter.
+    def _spent(self, key: tuple[int, str]) -> tuple[int, int]:
+        """Month-to-date spend of ``key`` (committed plus charged here and not yet committed), and the latter.
 
         What this process charged is read before the database: a charge is then counted once or (while it
         commits) twice, never missed; ``admit`` looks again before refusing on charges not yet committed.
         """
         with self._lock:
-            pending = self._pending.get((team_id, month), 0)
-        return spent_e8(session=session, team_id=team_id, month=month) + pending, pending
-
-    def _check(self, caller: Caller, limits: CallerLimits, now: datetime, month: str) -> dict[str, str]:
+            pending = self._pending.get(key, 0)
         with Session(self._engine) as session:
-            if limits.budget is not None:
-                spent, pending = self._spent(session, caller.team_id, month)
-                if spent >= limits.budget.hard_e8:
-                    raise _OverBudget(spent, pending)
-            if not limits.rates:
-                return {}
+            return spent_e8(session=session, team_id=key[0], month=key[1]) + pending, pending
+
+    def _take(self, caller: Caller, limits: CallerLimits, now: datetime) -> dict[str, str]:
+        with Session(self._engine) as session:
             windows = take_request(session=session, rates=limits.rates, minute=minute_of(now))
             stamp = now.timestamp()
             for window in windows:
