@@ -10,13 +10,22 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from sqlalchemy import Table, insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from registry.models import UsageRecord
 
 log = logging.getLogger("tunegate.usage")
+
+_TABLE: Table = UsageRecord.__table__  # type: ignore[attr-defined]
+_COLUMNS = tuple(column.name for column in _TABLE.columns if column.name != "id")
+
+
+def _row(record: UsageRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in _COLUMNS}
+
 
 _STOP = object()
 
@@ -67,14 +76,20 @@ class UsageWriter:
         stopping = False
         while not stopping:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                items = [self._queue.get(timeout=max(0.0, deadline - time.monotonic()))]
+                while len(batch) + len(items) < self._batch_size:  # take what else is waiting, without a wait
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+            except queue.Empty:
+                items = []
+            for item in items:
                 if item is _STOP:
                     stopping = True
                 else:
                     assert isinstance(item, UsageRecord)
                     batch.append(item)
-            except queue.Empty:
-                pass
             if batch and (stopping or len(batch) >= self._batch_size or time.monotonic() >= deadline):
                 self._write(batch, final=stopping)
                 batch = []
@@ -87,9 +102,9 @@ class UsageWriter:
             try:
                 if self._before_write is not None:
                     self._before_write(batch)
-                with Session(self._engine, expire_on_commit=False) as session:
-                    session.add_all(batch)
-                    session.commit()
+                # One multi-row INSERT, not the ORM's unit of work: the records are not read back here.
+                with self._engine.begin() as connection:
+                    connection.execute(insert(_TABLE), [_row(record) for record in batch])
                 break
             except Exception:
                 attempt += 1
