@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -24,15 +23,9 @@ from proxy.gateway import Gateway, UpstreamEndpoint, upstream_headers
 from registry.aliases import ResolvedAlias, Target
 from registry.models import UsageRecord, utcnow
 from registry.teams import Caller
-from registry.tokens import count_messages, count_text
+from registry.tokens import count_messages, count_text, system_prompt_tokens
 
 _SYSTEM_ROLES = ("system", "developer")
-
-
-@lru_cache(maxsize=1024)
-def prompt_tokens(prompt: str, model: str) -> int:
-    """What an injected system message costs: the message's 3 framing tokens, its role and its content."""
-    return 3 + count_text("system", model).tokens + count_text(prompt, model).tokens
 
 
 def inject(messages: list[Any], prompt: str, policy: str) -> tuple[list[Any], bool]:
@@ -88,7 +81,7 @@ class Exchange:
         injected = 0
         if target.system_prompt and self.endpoint == "chat.completions":
             payload["messages"], added = inject(self.body["messages"], target.system_prompt, self.alias.spec.policy)
-            injected = prompt_tokens(target.system_prompt, target.model) if added else 0
+            injected = system_prompt_tokens(target.system_prompt, target.model) if added else 0
         if payload.get("stream"):
             payload["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
         return Attempt(target, served_by, self.gateway.upstream(target.upstream), payload, injected, weight)
@@ -106,7 +99,7 @@ class Exchange:
         fallback = self.alias.spec.fallback
         if attempt.served_by == "fallback" or fallback is None or not fallback.system_prompt or attempt.injected_tokens:
             return 0
-        return prompt_tokens(fallback.system_prompt, fallback.model)
+        return system_prompt_tokens(fallback.system_prompt, fallback.model)
 
     def record(
         self,

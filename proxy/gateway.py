@@ -27,13 +27,14 @@ from proxy.limits import Limits
 from proxy.metrics import GatewayMetrics
 from proxy.upstream_transport import AiohttpTransport
 from registry.aliases import ResolvedAlias, resolve
-from registry.bootstrap import apply_settings
+from registry.bootstrap import prepare_database
 from registry.costing import cost_records
-from registry.db import make_engine, migrate, session_scope
+from registry.db import make_engine, session_scope
 from registry.errors import Conflict
 from registry.finetune_retirement import ShutdownDates
 from registry.pricing import PriceTable
 from registry.teams import Caller, find_caller
+from registry.tokens import count_system_prompts_apart
 from registry.upstreams import list_upstreams
 from registry.usage import UsageWriter
 
@@ -45,16 +46,10 @@ class UpstreamEndpoint:
     api_key: str | None  # resolved from the environment; never logged, never echoed
 
 
-def prepare_database(engine: Engine, settings: Settings) -> None:
-    """Migrate the schema and apply the file's teams, upstreams and aliases: once per start, before serving."""
-    migrate(engine)
-    apply_settings(engine, settings, keep_later_changes=True)
-
-
 class Gateway:
     def __init__(self, settings: Settings, *, engine: Engine | None = None, prepared: bool = False) -> None:
         self.settings = settings
-        self.prepared = prepared  # the database was prepared already (`serve --workers N` does it in the parent)
+        self.prepared = prepared  # the database was prepared already (`serve` does it in another process)
         self.engine = engine or make_engine(settings.database.url)
         ttl = settings.cache.ttl_seconds
         self._callers: TTLCache[str, Caller] = TTLCache(maxsize=100_000, ttl=ttl)
@@ -187,7 +182,12 @@ class Gateway:
 
     def _resolve(self, caller: Caller, name: str) -> ResolvedAlias | None:
         with Session(self.engine) as session:
-            return resolve(session=session, name=name, team_id=caller.team_id, team=caller.team)
+            resolved = resolve(session=session, name=name, team_id=caller.team_id, team=caller.team)
+        if resolved is not None:  # counted here, off the event loop, for the requests that inject them
+            spec = resolved.spec
+            targets = (spec.target, *spec.canary, *([spec.fallback] if spec.fallback else []))
+            count_system_prompts_apart((t.system_prompt, t.model) for t in targets if t.system_prompt)
+        return resolved
 
     def upstream(self, name: str) -> UpstreamEndpoint:
         table = self._upstreams.get("all")

@@ -7,8 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
@@ -61,6 +59,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 def migrate(engine: Engine, revision: str = "heads") -> None:
     """Bring the schema to ``revision``; safe when several replicas start at once."""
+    # Imported here: Alembic is 11 MiB a worker process that does not migrate (`serve --workers N`) never needs.
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:

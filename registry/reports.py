@@ -24,7 +24,7 @@ from registry.costing import E8, from_e8, money
 from registry.errors import Invalid, NotFound
 from registry.models import Alias, AliasVersion, FineTuneJob, Team, UsageRecord, utcnow
 from registry.pricing import PriceTable
-from registry.tokens import count_text
+from registry.tokens import system_prompt_tokens
 
 GROUPS = ("team", "alias", "model", "served_by", "day", "kind")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -211,11 +211,6 @@ def _label(value: Any) -> str:
 
 
 # -- does the fine-tune pay off? ----------------------------------------------------------------------------
-
-
-def system_prompt_tokens(prompt: str, model: str) -> int:
-    """What injecting ``prompt`` as a system message costs (as the gateway counts it when it injects)."""
-    return 3 + count_text("system", model).tokens + count_text(prompt, model).tokens
 
 
 @dataclass

@@ -7,13 +7,23 @@ encoding whose file is already in ``TIKTOKEN_CACHE_DIR`` (or tiktoken's default 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import math
 import os
+import subprocess
+import sys
 import tempfile
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from cachetools import LRUCache
+
+log = logging.getLogger("tunegate.tokens")
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 
@@ -82,3 +92,63 @@ def count_messages(messages: list[dict[str, Any]], model: str) -> TokenCount:
                 total += counted.tokens + (1 if key == "name" else 0)
                 exact = exact and counted.exact
     return TokenCount(total, exact)
+
+
+# -- the system prompts the gateway injects ----------------------------------------------------------------
+
+_system_prompts: LRUCache[tuple[str, str], int] = LRUCache(maxsize=4096)
+_system_prompts_lock = threading.Lock()
+
+
+def _system_prompt_tokens_here(prompt: str, model: str) -> int:
+    return 3 + count_text("system", model).tokens + count_text(prompt, model).tokens
+
+
+def system_prompt_tokens(prompt: str, model: str) -> int:
+    """What a system message with ``prompt`` costs in a chat request: 3 framing tokens, its role and its text."""
+    with _system_prompts_lock:
+        counted = _system_prompts.get((prompt, model))
+    if counted is None:
+        counted = _system_prompt_tokens_here(prompt, model)
+        with _system_prompts_lock:
+            _system_prompts[(prompt, model)] = counted
+    return counted
+
+
+def count_system_prompts_apart(pairs: Iterable[tuple[str, str]]) -> None:
+    """Count the ``(prompt, model)`` pairs not counted yet in a short-lived child process, so that
+    :func:`system_prompt_tokens` answers them from memory and a serving process never holds tiktoken's
+    encodings (about 46 MiB a process) for the prompts it injects. Where the encodings are loaded here
+    already, or the child fails, they are counted here."""
+    with _system_prompts_lock:
+        missing = sorted({pair for pair in pairs if pair not in _system_prompts})
+    if not missing:
+        return
+    counts: list[int] | None = None
+    if not _encoding.cache_info().currsize:
+        try:
+            child = subprocess.run(
+                [sys.executable, "-m", "registry.tokens"],
+                input=json.dumps(missing).encode(),
+                capture_output=True,
+                timeout=120,
+                check=True,
+            )
+            counts = [int(n) for n in json.loads(child.stdout)]
+        except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
+            log.warning("counting system prompts in a child process failed (%s); counting them here", exc)
+    if counts is None or len(counts) != len(missing):
+        counts = [_system_prompt_tokens_here(prompt, model) for prompt, model in missing]
+    with _system_prompts_lock:
+        for pair, counted in zip(missing, counts, strict=True):
+            _system_prompts[pair] = counted
+
+
+def _main() -> None:
+    """The child of :func:`count_system_prompts_apart`: ``[[prompt, model], ...]`` in, ``[tokens, ...]`` out."""
+    pairs = json.loads(sys.stdin.buffer.read())
+    json.dump([_system_prompt_tokens_here(prompt, model) for prompt, model in pairs], sys.stdout)
+
+
+if __name__ == "__main__":
+    _main()

@@ -134,6 +134,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.gateway import Gateway
+    from registry.bootstrap import prepare_database_apart
 
     configure_logging()
     settings = load_or_exit(args.config)
@@ -146,9 +147,11 @@ def run_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.server.port
     if args.workers > 1:
         return _serve_workers(args, settings, host, port)
-    gateway = Gateway(settings)
+    failed = prepare_database_apart(settings)
+    if failed:
+        return failed
+    gateway = Gateway(settings, prepared=True)
     if args.demo:
-        gateway.prepare_database()
         _print_demo(_ensure_demo_key(gateway.engine, settings), host, port)
     server = uvicorn.Server(uvicorn_config(create_app(settings, gateway=gateway), host, port))
     _exit_cleanly_after_graceful_shutdown()
@@ -179,7 +182,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, host: str, port
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from proxy.gateway import prepare_database
+    from registry.bootstrap import prepare_database
     from registry.db import make_engine
 
     engine = make_engine(settings.database.url)

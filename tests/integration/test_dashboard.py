@@ -24,8 +24,8 @@ import openai
 import pytest
 from sqlmodel import Session, select
 
-from proxy.forwarding import prompt_tokens
 from registry.models import Team, UsageRecord
+from registry.tokens import system_prompt_tokens
 from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, FakeUpstreamHandle, GatewayHandle
 from tests.utils.chromium import CDPError, Page, chromium, find_chromium
 from tests.utils.gateways import running_gateway
@@ -101,10 +101,10 @@ def seed_history(handle: GatewayHandle, today: date, days: int = 13) -> int:
                 for i in range(max(1, int(per_day * weekday * rng.uniform(0.8, 1.2)))):
                     falls_back = fallback is not None and rng.random() < 0.12
                     served_model = fallback if falls_back and fallback else model
-                    prompt_cost = prompt_tokens(prompt, fallback) if prompt and fallback else 0
+                    prompt_cost = system_prompt_tokens(prompt, fallback) if prompt and fallback else 0
                     injected = prompt_cost if falls_back else 0
                     if alias == "prompted-prepend":  # its target carries the prompt: injected every time
-                        injected = prompt_tokens(BRIEF, model)
+                        injected = system_prompt_tokens(BRIEF, model)
                     completion = int(completion_size * rng.uniform(0.6, 1.4))
                     handle.gateway.limits.submit(
                         UsageRecord(

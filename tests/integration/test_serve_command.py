@@ -14,9 +14,10 @@ import openai
 import pytest
 from sqlmodel import Session, select
 
-from config import DEFAULT_CONFIG
+from config import DEFAULT_CONFIG, load_settings
 from registry.db import make_engine
 from registry.models import UsageRecord
+from registry.tokens import system_prompt_tokens
 from tests.utils.servers import free_port, wait_until_ready
 
 TUNEGATE = Path(sys.executable).with_name("tunegate")
@@ -59,6 +60,10 @@ def test_demo_answers_pudong_support_offline_and_flushes_usage_on_sigterm(
     )
     assert raw.parse().choices[0].message.content == "Echo: 国际航班提前多久办理值机?"
     request_id = raw.headers["x-request-id"]
+    # The prompt's tokens were counted in a child process: the serving process holds no tiktoken encodings.
+    maps = Path(f"/proc/{process.pid}/maps")
+    if maps.exists():
+        assert "_tiktoken" not in maps.read_text()
 
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
@@ -70,6 +75,11 @@ def test_demo_answers_pudong_support_offline_and_flushes_usage_on_sigterm(
         record = session.exec(select(UsageRecord).where(UsageRecord.request_id == request_id)).one()
     engine.dispose()
     assert record.alias == "pudong-support" and record.completion_tokens == 1 + 1 + 13
+    # Served by the fine-tuned model: the fallback's prompt it did not need, counted with the model's encoding.
+    fallback = load_settings(DEFAULT_CONFIG).aliases["pudong-support"].fallback
+    assert fallback is not None and fallback.system_prompt
+    assert record.served_by == "model"
+    assert record.saved_tokens == system_prompt_tokens(fallback.system_prompt, fallback.model) > 0
 
 
 def test_a_bad_configuration_exits_2_with_the_key_named(tmp_path: Path) -> None:

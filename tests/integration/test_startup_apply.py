@@ -9,8 +9,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from config import load_settings
-from proxy.gateway import prepare_database
 from registry.aliases import AliasSpec, Target, current_version, find_alias, set_alias
+from registry.bootstrap import prepare_database
 from registry.db import make_engine
 from tests.conftest import gateway_yaml
 
