@@ -46,7 +46,7 @@ from bench.scenarios import (
 
 ROOT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-PACKAGES = ("litestar", "uvicorn", "httpx", "uvloop", "httptools", "orjson", "sqlalchemy", "granian", "aiohttp")
+PACKAGES = ("litestar", "uvicorn", "httpx", "uvloop", "httptools", "orjson", "sqlalchemy")
 
 
 @dataclass

@@ -265,19 +265,19 @@ class Limits:
         """
         with self._lock:
             pending = self._pending.get(key, 0)
-        with Session(self._engine) as session:
-            return spent_e8(session=session, team_id=key[0], month=key[1]) + pending, pending
+        with self._engine.connect() as connection:
+            return spent_e8(db=connection, team_id=key[0], month=key[1]) + pending, pending
 
     def _take(self, caller: Caller, limits: CallerLimits, now: datetime) -> dict[str, str]:
-        with Session(self._engine) as session:
-            windows = take_request(session=session, rates=limits.rates, minute=minute_of(now))
+        with self._engine.connect() as connection:
+            windows = take_request(db=connection, rates=limits.rates, minute=minute_of(now))
             stamp = now.timestamp()
             for window in windows:
                 over = self._over(caller, window, stamp)
                 if over is not None:
-                    session.rollback()  # a refused request does not count
+                    connection.rollback()  # a refused request does not count
                     raise over
-            session.commit()
+            connection.commit()
             return rate_headers(windows, stamp)
 
     @staticmethod
@@ -376,8 +376,8 @@ class Limits:
         attempt = 0
         while True:
             try:
-                with session_scope(self._engine) as session:
-                    totals = charge(session=session, spend=spend, tokens=tokens)
+                with self._engine.begin() as connection:
+                    totals = charge(db=connection, spend=spend, tokens=tokens)
                 break
             except Exception:
                 attempt += 1

@@ -406,7 +406,7 @@ def _record_training_usage(session: Session, job: FineTuneJob, prices: PriceTabl
         priced=cost.priced,
     )
     session.add(record)
-    charge(session=session, spend={(job.team_id, month_of(when.date())): to_e8(cost.usd)}, tokens={})
+    charge(db=session, spend={(job.team_id, month_of(when.date())): to_e8(cost.usd)}, tokens={})
     add_event(
         session=session,
         job_id=job.id,

@@ -170,10 +170,10 @@ def test_training_usage_is_the_trained_tokens_at_the_training_price(env: Finetun
     assert (record.cost_usd, record.priced) == (expected, True)
     assert round(record.cost_usd, 2) == round(Decimal(trained) * 8 / 1_000_000, 2)
     with Session(env.gw.engine) as session:
-        spent_before = spent_e8(session=session, team_id=team_id, month=month_of(record.day))
+        spent_before = spent_e8(db=session, team_id=team_id, month=month_of(record.day))
     assert env.drive(job_id) == "succeeded" and len(env.training_usage(job_id)) == 1  # recorded once
     with Session(env.gw.engine) as session:  # charged to the team's month, so budgets count training too
-        assert spent_e8(session=session, team_id=team_id, month=month_of(record.day)) == spent_before
+        assert spent_e8(db=session, team_id=team_id, month=month_of(record.day)) == spent_before
     assert spent_before >= to_e8(expected)
     assert metric_after - metric_before == pytest.approx(float(expected))  # Prometheus counts it, as reports do
     assert _team_cost_metric(env, "airport-cs") == metric_after  # once
