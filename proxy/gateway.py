@@ -38,6 +38,8 @@ from registry.tokens import count_system_prompts_apart
 from registry.upstreams import list_upstreams
 from registry.usage import UsageWriter
 
+WORKER_THREADS = 8
+
 
 @dataclass(frozen=True)
 class UpstreamEndpoint:
@@ -77,6 +79,10 @@ class Gateway:
         prepare_database(self.engine, self.settings)
 
     async def start(self) -> None:
+        # Database work off the event loop runs on at most this many threads (AnyIO's default is 40): more would
+        # only queue on the connection pool, and each thread keeps a stack and a malloc arena (measured: 45
+        # threads and +17 MiB RSS after a minute of load with the default).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         if not self.prepared:
             await anyio.to_thread.run_sync(self.prepare_database)
         self.usage.start()
