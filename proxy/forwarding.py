@@ -21,9 +21,10 @@ from litestar.response import Stream
 from proxy.errors import GatewayError
 from proxy.gateway import Gateway, UpstreamEndpoint, upstream_headers
 from registry.aliases import ResolvedAlias, Target
-from registry.models import UsageRecord, utcnow
+from registry.models import utcnow
 from registry.teams import Caller
 from registry.tokens import count_messages, count_text, system_prompt_tokens
+from registry.usage import Usage
 
 _SYSTEM_ROLES = ("system", "developer")
 
@@ -124,7 +125,7 @@ class Exchange:
             completion = count_text(completion_text, attempt.target.model).tokens
         now = utcnow()
         self.gateway.limits.submit(  # to the usage writer, and charged to the team's budget and limits
-            UsageRecord(
+            Usage(
                 created_at=now,
                 day=now.date(),
                 request_id=self.request_id,

@@ -4,8 +4,9 @@ The check (:meth:`Limits.admit`) reads the team's month-to-date spend (one read,
 arrived, shared by the requests of the team that arrive while the previous read runs) and counts the request
 against each per-minute window; nothing touches the database for a caller without limits. The
 charge (:meth:`Limits.submit`) hands the usage record to the usage writer and its cost and tokens to a
-charger thread, which adds them to the shared counters at once (not at the writer's flush interval), so
-every process sees a team cross its budget within milliseconds. A response of a team with a budget is sent
+charger thread, which adds them to the shared counters at once for a team with a budget or a token limit
+(not at the writer's flush interval), so every process sees a team cross its budget within milliseconds, and
+within ``LAZY_CHARGE_SECONDS`` for the others, in fewer transactions. A response of a team with a budget is sent
 after its charge is committed: a request that starts after another one ended sees that one's cost, and the
 overshoot past a hard limit is at most the requests in flight when it was crossed.
 """
@@ -49,16 +50,17 @@ from registry.limits import (
     take_request,
     team_scope,
 )
-from registry.models import Team, UsageRecord, utcnow
+from registry.models import Team, utcnow
 from registry.pricing import PriceTable
 from registry.teams import Caller
-from registry.usage import UsageWriter
+from registry.usage import Usage, UsageWriter
 
 log = logging.getLogger("tunegate.limits")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+LAZY_CHARGE_SECONDS = 0.25  # how long charges nothing waits for are gathered before they are committed
 SETTLE_TIMEOUT = 5.0  # seconds a response waits for its charge before it is sent anyway (database trouble)
 WEBHOOK_TIMEOUT = 5.0
 
@@ -91,7 +93,8 @@ class _Charge:
     minute: int
     tpm_scopes: tuple[str, ...]
     budget: Budget | None
-    done: Future[None]
+    done: Future[None] | None  # for a charge an answer waits for
+    queued: float  # time.monotonic() when handed in
 
 
 _RECHECKS = 3  # how often a refusal that counted uncommitted charges is looked at again
@@ -188,6 +191,7 @@ class Limits:
         self._refused: TTLCache[tuple[int, str], tuple[Budget, int]] = TTLCache(maxsize=100_000, ttl=max(ttl, 1.0))
         self._lock = threading.Condition()
         self._queue: list[_Charge] = []
+        self._urgent = 0  # charges in the queue that an answer waits for
         self._pending: dict[tuple[int, str], int] = {}  # charged here, not yet committed
         self._waiting: dict[str, Future[None]] = {}
         self._alerted: set[tuple[int, str, str]] = set()
@@ -302,7 +306,7 @@ class Limits:
         )
 
     # -- when the request ends -------------------------------------------------------------------------
-    def submit(self, record: UsageRecord) -> None:
+    def submit(self, record: Usage) -> None:
         """Hand ``record`` to the usage writer, and charge its cost and tokens to the team's counters."""
         self._usage.submit(record)
         units = to_e8(record_cost(self._prices, record).usd)
@@ -316,6 +320,10 @@ class Limits:
         if not units and not tpm_scopes:
             return
         month = month_of(record.day)
+        # A charge an answer waits for (the team has a budget or a token limit) is committed at once; the others
+        # are gathered for up to LAZY_CHARGE_SECONDS and committed together (the month's spend must stay whole
+        # for a budget set later, but nothing waits for it).
+        urgent = limits is None or limits.budget is not None or bool(limits.tpm_scopes)
         item = _Charge(
             request_id=record.request_id,
             team_id=record.team_id,
@@ -325,13 +333,18 @@ class Limits:
             minute=minute_of(record.created_at),
             tpm_scopes=tpm_scopes,
             budget=limits.budget if limits is not None else None,
-            done=Future(),
+            done=Future() if urgent else None,
+            queued=time.monotonic(),
         )
         with self._lock:
+            wake = urgent or not self._queue
             self._queue.append(item)
             self._pending[(record.team_id, month)] = self._pending.get((record.team_id, month), 0) + units
-            self._waiting[record.request_id] = item.done
-            self._lock.notify()
+            if item.done is not None:
+                self._waiting[record.request_id] = item.done
+                self._urgent += 1
+            if wake:
+                self._lock.notify()
 
     async def settled(self, request_id: str) -> None:
         """Wait until the charge of ``request_id`` is committed (at most SETTLE_TIMEOUT)."""
@@ -349,11 +362,14 @@ class Limits:
         last_prune = 0.0
         while True:
             with self._lock:
-                while not self._queue and not self._stopping:
-                    self._lock.wait(timeout=30)
-                    if time.monotonic() - last_prune > 60:
+                while not self._stopping:
+                    now = time.monotonic()
+                    if self._urgent or (self._queue and now - self._queue[0].queued >= LAZY_CHARGE_SECONDS):
                         break
-                batch, self._queue = self._queue, []
+                    if now - last_prune > 60:
+                        break
+                    self._lock.wait(timeout=self._queue[0].queued + LAZY_CHARGE_SECONDS - now if self._queue else 30)
+                batch, self._queue, self._urgent = self._queue, [], 0
                 stopping = self._stopping
             if batch:
                 self._apply(batch, final=stopping)
@@ -395,7 +411,7 @@ class Limits:
                     del self._pending[key]
                 self._waiting.pop(item.request_id, None)
         for item in batch:
-            if not item.done.done():
+            if item.done is not None and not item.done.done():
                 item.done.set_result(None)
         budgets = {(i.team_id, i.month): i.budget for i in batch if i.budget is not None}
         for key, budget in budgets.items():

@@ -36,7 +36,8 @@ from proxy.errors import GatewayError
 from registry.aliases import AliasSpec
 from registry.finetune_retirement import days_left_by_alias
 from registry.limits import BudgetStatus, budget_status
-from registry.models import Alias, AliasVersion, Team, UsageRecord
+from registry.models import Alias, AliasVersion, Team
+from registry.usage import Usage
 
 log = logging.getLogger("tunegate.metrics")
 
@@ -316,7 +317,7 @@ class GatewayMetrics:
         self.refresh()
 
     # -- label values ----------------------------------------------------------------------------------
-    def _labels(self, record: UsageRecord) -> tuple[str, str, str]:
+    def _labels(self, record: Usage) -> tuple[str, str, str]:
         known = self._known
         team = known.team(record.team_id)
         if team is None or record.alias not in known.aliases or record.model not in known.models:
@@ -330,7 +331,7 @@ class GatewayMetrics:
         )
 
     # -- counting --------------------------------------------------------------------------------------
-    def observe(self, records: Sequence[UsageRecord]) -> None:
+    def observe(self, records: Sequence[Usage]) -> None:
         """Count a committed batch of usage records (the usage writer's ``after_write``)."""
         for record in records:
             try:
@@ -338,7 +339,7 @@ class GatewayMetrics:
             except Exception:
                 log.exception("counting usage record %s in metrics failed", record.request_id)
 
-    def _observe(self, record: UsageRecord) -> None:
+    def _observe(self, record: Usage) -> None:
         team, alias, model = labels = self._labels(record)
         usage = self._usage_children.get(labels)
         if usage is None:

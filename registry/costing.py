@@ -10,8 +10,8 @@ import logging
 from collections.abc import Sequence
 from decimal import Decimal
 
-from registry.models import UsageRecord
 from registry.pricing import UNPRICED, Cost, PriceTable
+from registry.usage import Usage
 
 log = logging.getLogger("tunegate.costing")
 
@@ -19,7 +19,7 @@ E8 = 100_000_000  # cost_usd has 8 decimal places: 1 USD = 10**8 units
 ZERO = Cost(Decimal("0E-8"), priced=True)
 
 
-def record_cost(prices: PriceTable, record: UsageRecord) -> Cost:
+def record_cost(prices: PriceTable, record: Usage) -> Cost:
     """Inference: its tokens at its model's price on its day. Training: ``prompt_tokens`` is the job's
     trained tokens, at the training price of ``model`` (the fine-tuned id or its base); a training record
     whose writer set a cost keeps it."""
@@ -39,7 +39,7 @@ def record_cost(prices: PriceTable, record: UsageRecord) -> Cost:
     )
 
 
-def cost_records(prices: PriceTable, records: Sequence[UsageRecord]) -> None:
+def cost_records(prices: PriceTable, records: Sequence[Usage]) -> None:
     """Set ``cost_usd`` and ``priced`` on each record; never raises, so a batch is never held back."""
     for record in records:
         try:

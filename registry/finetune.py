@@ -32,10 +32,10 @@ from registry.models import (
     FineTuneJob,
     FineTuneJobEvent,
     Team,
-    UsageRecord,
     utcnow,
 )
 from registry.pricing import PriceTable
+from registry.usage import Usage, insert_usage
 
 ALIAS_KEY = "tunegate_alias"  # metadata key naming the alias a job is for
 CANARY_KEY = "tunegate_canary"  # metadata key: promote as a canary at this percent first
@@ -53,7 +53,7 @@ class Outcome:
     old_status: str
     status: str
     promoted_version: int | None = None
-    training: UsageRecord | None = None  # the training usage record this answer wrote, once committed
+    training: Usage | None = None  # the training usage record this answer wrote, once committed
 
     @property
     def changed(self) -> bool:
@@ -330,7 +330,7 @@ def apply_upstream_job(
 
 def _on_status_change(
     session: Session, job: FineTuneJob, old: str, prices: PriceTable, actor: str
-) -> tuple[int | None, UsageRecord | None]:
+) -> tuple[int | None, Usage | None]:
     """Events for the change; on a finished job its training record and, bound to an alias, its promotion."""
     status = job.status
     if status == "succeeded":
@@ -380,14 +380,14 @@ def _on_status_change(
     return _promote(session, job, alias, spec, job.canary_weight, actor), training
 
 
-def _record_training_usage(session: Session, job: FineTuneJob, prices: PriceTable) -> UsageRecord:
+def _record_training_usage(session: Session, job: FineTuneJob, prices: PriceTable) -> Usage:
     """The job's trained tokens at its model's training price, against its team, as a ``training`` record,
     charged to the team's month like any request (budgets count training too)."""
     assert job.trained_tokens is not None
     finished = job.detail.get("finished_at")
     when = datetime.fromtimestamp(finished, UTC) if isinstance(finished, int) else utcnow()
     cost = prices.training_cost(model=job.model, day=when.date(), trained_tokens=job.trained_tokens)
-    record = UsageRecord(
+    record = Usage(
         created_at=utcnow(),
         day=when.date(),
         request_id=job.id[:64],
@@ -405,7 +405,7 @@ def _record_training_usage(session: Session, job: FineTuneJob, prices: PriceTabl
         cost_usd=cost.usd,
         priced=cost.priced,
     )
-    session.add(record)
+    insert_usage(session, [record])
     charge(db=session, spend={(job.team_id, month_of(when.date())): to_e8(cost.usd)}, tokens={})
     add_event(
         session=session,

@@ -24,8 +24,9 @@ import openai
 import pytest
 from sqlmodel import Session, select
 
-from registry.models import Team, UsageRecord
+from registry.models import Team
 from registry.tokens import system_prompt_tokens
+from registry.usage import Usage
 from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, FakeUpstreamHandle, GatewayHandle
 from tests.utils.chromium import CDPError, Page, chromium, find_chromium
 from tests.utils.gateways import running_gateway
@@ -107,7 +108,7 @@ def seed_history(handle: GatewayHandle, today: date, days: int = 13) -> int:
                         injected = system_prompt_tokens(BRIEF, model)
                     completion = int(completion_size * rng.uniform(0.6, 1.4))
                     handle.gateway.limits.submit(
-                        UsageRecord(
+                        Usage(
                             created_at=moment + timedelta(seconds=i),
                             day=day,
                             request_id=f"req_seed_{day.isoformat()}_{team}_{alias}_{i}",
@@ -130,7 +131,7 @@ def seed_history(handle: GatewayHandle, today: date, days: int = 13) -> int:
     # The training job that produced the pudong fine-tune: 2.4M trained tokens.
     first = today - timedelta(days=days + 1)
     handle.gateway.limits.submit(
-        UsageRecord(
+        Usage(
             created_at=datetime(first.year, first.month, first.day, 9, tzinfo=UTC),
             day=first,
             request_id="req_seed_training_pudong",

@@ -14,6 +14,7 @@ import pytest
 from sqlmodel import Session, select
 
 from registry.models import Team, UsageRecord
+from registry.usage import Usage
 from tests.conftest import FakeUpstreamHandle
 from tests.integration.finance_support import (
     ANSWER_TOKENS,
@@ -104,7 +105,7 @@ def submit_on(fin: FinanceGateway, team: str, day: date, **fields: object) -> No
         "status_code": 200,
         "latency_ms": 1.0,
     }
-    fin.gateway.usage.submit(UsageRecord(created_at=at, day=day, team_id=team_id, **(defaults | fields)))
+    fin.gateway.usage.submit(Usage(created_at=at, day=day, team_id=team_id, **(defaults | fields)))
 
 
 def test_a_price_change_in_the_middle_of_the_range_costs_each_day_at_its_price(fin: FinanceGateway) -> None:

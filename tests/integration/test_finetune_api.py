@@ -20,6 +20,7 @@ import pytest
 from sqlmodel import Session
 
 from proxy.finetune_poller import FinetunePoller
+from proxy.limits import LAZY_CHARGE_SECONDS
 from registry.costing import to_e8
 from registry.db import session_scope
 from registry.finetune import claim_job, release_job
@@ -169,14 +170,26 @@ def test_training_usage_is_the_trained_tokens_at_the_training_price(env: Finetun
     )
     assert (record.cost_usd, record.priced) == (expected, True)
     assert round(record.cost_usd, 2) == round(Decimal(trained) * 8 / 1_000_000, 2)
-    with Session(env.gw.engine) as session:
-        spent_before = spent_e8(db=session, team_id=team_id, month=month_of(record.day))
+    spent_before = _settled_spend(env, team_id, month_of(record.day))  # earlier requests' charges included
     assert env.drive(job_id) == "succeeded" and len(env.training_usage(job_id)) == 1  # recorded once
-    with Session(env.gw.engine) as session:  # charged to the team's month, so budgets count training too
-        assert spent_e8(db=session, team_id=team_id, month=month_of(record.day)) == spent_before
+    # charged to the team's month, so budgets count training too
+    assert _settled_spend(env, team_id, month_of(record.day)) == spent_before
     assert spent_before >= to_e8(expected)
     assert metric_after - metric_before == pytest.approx(float(expected))  # Prometheus counts it, as reports do
     assert _team_cost_metric(env, "airport-cs") == metric_after  # once
+
+
+def _settled_spend(env: FinetuneEnv, team_id: int, month: str) -> int:
+    """The team's month-to-date spend once the charges still being gathered (a team without a budget's are
+    committed within LAZY_CHARGE_SECONDS) have landed: two reads that agree."""
+    previous = None
+    while True:
+        with Session(env.gw.engine) as session:
+            current = spent_e8(db=session, team_id=team_id, month=month)
+        if current == previous:
+            return current
+        previous = current
+        time.sleep(LAZY_CHARGE_SECONDS + 0.1)
 
 
 def _team_cost_metric(env: FinetuneEnv, team: str) -> float:

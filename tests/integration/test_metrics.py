@@ -24,7 +24,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session, select
 
-from registry.models import Team, UsageRecord, utcnow
+from registry.models import Team, utcnow
+from registry.usage import Usage
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, FakeUpstreamHandle, GatewayHandle, gateway_yaml
 from tests.utils.gateways import running_gateway
 from tests.utils.servers import free_port, wait_until_ready
@@ -169,10 +170,10 @@ def mixed_run(gateway: GatewayHandle, fake_upstream: FakeUpstreamHandle) -> int:
     return records
 
 
-def ghost_record(gateway: GatewayHandle) -> UsageRecord:
+def ghost_record(gateway: GatewayHandle) -> Usage:
     """A record naming an alias and a model the registry does not know (say, deleted since)."""
     now = utcnow()
-    return UsageRecord(
+    return Usage(
         created_at=now,
         day=now.date(),
         request_id="req_ghost_" + now.strftime("%H%M%S%f"),

@@ -13,6 +13,7 @@ from config.prices import PriceTableError
 from registry.costing import cost_records, from_e8, money, record_cost, to_e8
 from registry.models import UsageRecord
 from registry.pricing import PriceTable
+from registry.usage import COLUMNS, Usage
 
 PRICES = """\
 prices:
@@ -30,7 +31,7 @@ def prices(tmp_path: Path) -> PriceTable:
     return PriceTable.load(path)
 
 
-def record(day: date = date(2024, 6, 1), **fields: object) -> UsageRecord:
+def record(day: date = date(2024, 6, 1), **fields: object) -> Usage:
     base: dict[str, object] = {
         "created_at": datetime(day.year, day.month, day.day, tzinfo=UTC),
         "day": day,
@@ -44,10 +45,10 @@ def record(day: date = date(2024, 6, 1), **fields: object) -> UsageRecord:
         "status_code": 200,
         "latency_ms": 1.0,
     }
-    return UsageRecord(**(base | fields))
+    return Usage(**(base | fields))
 
 
-def usd(cost_record: UsageRecord, prices: PriceTable) -> tuple[str, bool]:
+def usd(cost_record: Usage, prices: PriceTable) -> tuple[str, bool]:
     cost = record_cost(prices, cost_record)
     return money(cost.usd), cost.priced
 
@@ -127,3 +128,8 @@ def test_the_shipped_table_is_the_default(tmp_path: Path) -> None:
     config = tmp_path / "tunegate.yaml"
     config.write_text("{}\n", encoding="utf-8")
     assert load_settings(config).prices_path is None  # PriceTable.load(None) reads config/prices.yaml
+
+
+def test_a_usage_record_on_its_way_has_exactly_the_columns_of_its_row() -> None:
+    table = UsageRecord.__table__  # type: ignore[attr-defined]
+    assert set(COLUMNS) == {column.name for column in table.columns} - {"id"}
