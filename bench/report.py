@@ -125,10 +125,13 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
 
     lite = run.litellm.get("label")
     for scenario in (NON_STREAM_64, STREAM_64):
-        ours, theirs = run.row(f"{label} #1", scenario), run.row(lite, scenario) if lite else None
+        # The slower of the two passes: on a shared machine a pass can lose a quarter to other work.
+        passes = [r for r in (run.row(f"{label} #1", scenario), run.row(f"{label} #2", scenario)) if r]
+        ours = min(passes, key=lambda r: r["rps"]) if passes else None
+        theirs = run.row(lite, scenario) if lite else None
         if ours and theirs and theirs["rps"]:
             ratio = ours["rps"] / theirs["rps"]
-            text = f"{ratio:.1f}× ({ours['rps']:,.0f} vs {theirs['rps']:,.0f} req/s)"
+            text = f"{ratio:.1f}× ({ours['rps']:,.0f} vs {theirs['rps']:,.0f} req/s, the slower pass)"
             found.append((f"≥ 20× LiteLLM's req/s, {scenario.name}, 64 connections", text, verdict(ratio >= 20)))
         else:
             found.append((f"≥ 20× LiteLLM's req/s, {scenario.name}, 64 connections", "not run (--litellm)", "–"))

@@ -242,14 +242,14 @@ async def _open_stream(
             body = await upstream.aread()
             await upstream.aclose()
             return _answer(exchange, attempt, upstream.status_code, body)
-        lines = upstream.aiter_lines()
-        first = await _next_event(lines)  # nothing has reached the client yet: a failure here can still fall back
+        events = _Events(upstream.aiter_bytes())
+        first = await events.next()  # nothing has reached the client yet: a failure here can still fall back
         if first is None:
             raise _FallBack(_upstream_error(attempt, None, 502, b""))
     except BaseException:
         await upstream.aclose()
         raise
-    relay = _relay(exchange, attempt, upstream, lines, first)
+    relay = _relay(exchange, attempt, upstream, events, first)
     return Stream(
         relay,
         media_type="text/event-stream",
@@ -257,15 +257,29 @@ async def _open_stream(
     )
 
 
-async def _next_event(lines: AsyncIterator[str]) -> str | None:
-    async for line in lines:
-        if line.startswith("data:"):
-            return line[5:].strip()
-    return None
+class _Events:
+    """The ``data:`` payloads of an SSE body, in the groups the network delivers them: the events that arrive
+    together are relayed together, at once (one write to the client, not one per event), none is held back."""
+
+    def __init__(self, body: AsyncIterator[bytes]) -> None:
+        self._body = body
+        self._rest = b""
+
+    async def next(self) -> list[bytes] | None:
+        """The payloads completed by the next bytes to arrive (waiting for them); None at the body's end."""
+        while True:
+            data = await anext(self._body, None)
+            if data is None:
+                rest, self._rest = self._rest, b""
+                return [rest[5:].strip()] if rest.startswith(b"data:") else None
+            *lines, self._rest = (self._rest + data).split(b"\n")
+            events = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+            if events:
+                return events
 
 
 async def _relay(
-    exchange: Exchange, attempt: Attempt, upstream: httpx.Response, lines: AsyncIterator[str], first: str
+    exchange: Exchange, attempt: Attempt, upstream: httpx.Response, events: _Events, first: list[bytes]
 ) -> AsyncIterator[bytes]:
     client_wants_usage = bool((exchange.body.get("stream_options") or {}).get("include_usage"))
     alias = exchange.alias.name
@@ -273,35 +287,39 @@ async def _relay(
     ttft_ms: float | None = None
     text: list[str] = []
     status = 200
-    finished = False
-    event: str | None = first
+    finished = ended = False
+    group: list[bytes] | None = first
     try:
-        while event is not None:
-            if event == "[DONE]":
-                finished = True
-                yield b"data: [DONE]\n\n"
-                break
-            chunk = orjson.loads(event)
-            if isinstance(chunk, dict):
-                if "error" in chunk:
-                    status = 502
-                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        while group is not None and not ended:
+            out: list[bytes] = []
+            for event in group:
+                if event == b"[DONE]":
+                    finished = ended = True
+                    out.append(b"data: [DONE]\n\n")
                     break
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                if ttft_ms is None and chunk.get("choices"):
-                    ttft_ms = (time.perf_counter() - exchange.started) * 1000
-                _collect_text(chunk, text)
-                if not client_wants_usage:
-                    chunk.pop("usage", None)
-                    if not chunk.get("choices"):
-                        event = await _next_event(lines)
-                        continue  # the usage chunk the gateway asked for on its own behalf
-                chunk["model"] = alias
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-            event = await _next_event(lines)
-        else:
-            finished = usage is not None
+                chunk = orjson.loads(event)
+                if isinstance(chunk, dict):
+                    if "error" in chunk:
+                        status, ended = 502, True
+                        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                        break
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    if ttft_ms is None and chunk.get("choices"):
+                        ttft_ms = (time.perf_counter() - exchange.started) * 1000
+                    _collect_text(chunk, text)
+                    if not client_wants_usage:
+                        chunk.pop("usage", None)
+                        if not chunk.get("choices"):
+                            continue  # the usage chunk the gateway asked for on its own behalf
+                    chunk["model"] = alias
+                    out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if out:
+                yield b"".join(out)
+            if not ended:
+                group = await events.next()
+        if not ended:
+            finished = usage is not None  # the upstream ended without [DONE]
     except (httpx.TransportError, orjson.JSONDecodeError) as exc:
         error = _upstream_error(attempt, exc if isinstance(exc, httpx.TransportError) else None, 502)
         status = error.status
