@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, delete, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from registry.costing import from_e8, money, to_e8
@@ -229,6 +230,31 @@ _SPENT = select(TeamSpend.spent_e8).where(
 def spent_e8(*, db: Db, team_id: int, month: str) -> int:
     value = db.execute(_SPENT, {"team_id": team_id, "month": month}).scalar()
     return int(value or 0)
+
+
+class LocalSpendReader:
+    """SQLite only: :func:`spent_e8` on a DBAPI connection of its own, for the event loop: ~3 µs a read (SQLAlchemy's
+    layers cost ten times that), never waiting (a WAL reader does not wait for writers), and each read, outside
+    any transaction, sees every commit made before it."""
+
+    def __init__(self, engine: Engine) -> None:
+        compiled = _SPENT.compile(dialect=engine.dialect)
+        self._sql = str(compiled)
+        self._order = tuple(compiled.positiontup or ())
+        self._raw = engine.raw_connection()
+
+    def __call__(self, team_id: int, month: str) -> int:
+        params = {"team_id": team_id, "month": month}
+        connection: Any = self._raw.driver_connection  # sqlite3.Connection
+        row = connection.execute(self._sql, tuple(params[name] for name in self._order)).fetchone()
+        return int(row[0]) if row and row[0] else 0
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def local_spend_reader(engine: Engine) -> LocalSpendReader | None:
+    return LocalSpendReader(engine) if engine.dialect.name == "sqlite" else None
 
 
 @dataclass(frozen=True)
