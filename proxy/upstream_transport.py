@@ -23,7 +23,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from functools import lru_cache
-from typing import cast
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -35,6 +35,13 @@ MAX_IDLE_PER_ORIGIN = 256
 _HIGH_WATER = 256 * 1024  # bytes of an answer waiting to be read before reading from the socket pauses
 
 Origin = tuple[str, str, int]  # scheme, host, port
+
+
+class Answer(NamedTuple):
+    """A model call's answer read whole: its status and its (decoded) body."""
+
+    status_code: int
+    content: bytes
 
 
 @lru_cache(maxsize=1024)
@@ -235,19 +242,27 @@ class _Body(httpx.AsyncByteStream):
 
 
 class UpstreamTransport(httpx.AsyncBaseTransport):
-    """httpx's transport interface, plus :meth:`post` and :meth:`stream` for the model calls on the request path
-    (they skip httpx's client layer and hand back an ``httpx.Response`` straight from the connection)."""
+    """httpx's transport interface, plus :meth:`post` and :meth:`stream` for the model calls on the request path:
+    they skip httpx's client layer (and :meth:`post` its response machinery too) and answer from the connection."""
 
     def __init__(self, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
         self._timeout = timeout.as_dict()
         self._pools: dict[Origin, deque[_Connection]] = {}
         self._open: set[_Connection] = set()
 
-    async def post(self, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
-        """POST ``content`` and read the answer whole."""
-        response = await self._send("POST", url, headers.items(), content, self._timeout)
-        await response.aread()
-        return response
+    async def post(self, url: str, content: bytes, headers: Mapping[str, str]) -> Answer:
+        """POST ``content`` and read the answer whole (decoded, should the upstream have compressed it)."""
+        connection, read_timeout = await self._exchange("POST", url, headers.items(), content, self._timeout)
+        try:
+            chunks = [chunk async for chunk in connection.chunks(read_timeout)]
+        finally:
+            connection.release()
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if any(
+            name.lower() == b"content-encoding" and value.lower() != b"identity" for name, value in connection.headers
+        ):
+            body = httpx.Response(connection.status, headers=connection.headers, content=body).read()
+        return Answer(connection.status, body)
 
     async def stream(self, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
         """POST ``content``; the answer's body is read as it comes (``aiter_lines``), then ``aclose()``."""
@@ -272,6 +287,23 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         body: bytes,
         timeout: Mapping[str, float | None],
     ) -> httpx.Response:
+        connection, read_timeout = await self._exchange(method, url, headers, body, timeout)
+        return httpx.Response(
+            status_code=connection.status,
+            headers=connection.headers,
+            stream=_Body(connection, read_timeout),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": connection.reason.strip()},
+        )
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        timeout: Mapping[str, float | None],
+    ) -> tuple[_Connection, float | None]:
+        """Send the request (on a pooled connection when there is one) and read the answer's head."""
         origin, target, host = _split(url)
         lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n" % (method.encode(), target, host, len(body))]
         lines += [f"{name}: {value}\r\n".encode() for name, value in headers]
@@ -290,12 +322,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         if connection is None:
             connection = await self._connect(origin, timeout.get("connect"))
             await connection.send(head, body, read_timeout)
-        return httpx.Response(
-            status_code=connection.status,
-            headers=connection.headers,
-            stream=_Body(connection, read_timeout),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": connection.reason.strip()},
-        )
+        return connection, read_timeout
 
     def _pooled(self, origin: Origin) -> _Connection | None:
         idle = self._pools.get(origin)

@@ -5,6 +5,8 @@ reused; against raw servers, what a real upstream may do that the fake one does 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 from typing import Any
 
 import httpx
@@ -136,7 +138,7 @@ async def test_connections_are_reused_and_the_request_goes_out_as_sent() -> None
     async with raw as url:
         answers = [await transport.post(url, b'{"model": "m"}', {"authorization": "Bearer sk-x"}) for _ in range(3)]
     await transport.aclose()
-    assert [a.json() for a in answers] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert [json.loads(a.content) for a in answers] == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert raw.connections == 1
     head, body = raw.requests[0].split(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == b"POST /v1/chat/completions HTTP/1.1"
@@ -151,7 +153,7 @@ async def test_a_connection_the_upstream_closed_while_idle_is_not_used_again() -
         await asyncio.sleep(0.05)
         second = await transport.post(url, b"{}", {})
     await transport.aclose()
-    assert (first.json(), second.json()) == ({"n": 1}, {"n": 2})
+    assert (json.loads(first.content), json.loads(second.content)) == ({"n": 1}, {"n": 2})
     assert raw.connections == 2
 
 
@@ -177,6 +179,16 @@ async def test_a_chunked_answer_arrives_piece_by_piece_and_a_large_one_whole() -
     await transport.aclose()
     assert pieces == [b"hello", b" world"]
     assert large.content == big
+
+
+async def test_a_compressed_answer_is_handed_on_decoded() -> None:
+    packed = gzip.compress(b'{"compressed": true}')
+    head = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(packed)
+    transport = UpstreamTransport()
+    async with RawServer(lambda n: [head + packed]) as url:
+        answer = await transport.post(url, b"{}", {})
+    await transport.aclose()
+    assert (answer.status_code, json.loads(answer.content)) == (200, {"compressed": True})
 
 
 async def test_an_answer_without_a_length_ends_with_the_connection() -> None:
