@@ -225,6 +225,16 @@ def _expire(future: asyncio.Future[None], error: httpx.ReadTimeout) -> None:
         future.set_exception(error)
 
 
+async def _sent(connection: _Connection, head: bytes, body: bytes, read_timeout: float | None) -> None:
+    """:meth:`_Connection.send`; a request that fails or is given up on (the client left) closes its connection,
+    whose answer nobody will read."""
+    try:
+        await connection.send(head, body, read_timeout)
+    except BaseException:
+        connection.close()
+        raise
+
+
 class _Body(httpx.AsyncByteStream):
     def __init__(self, connection: _Connection, read_timeout: float | None) -> None:
         self._connection = connection
@@ -313,15 +323,14 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         connection = self._pooled(origin)
         if connection is not None:
             try:
-                await connection.send(head, body, read_timeout)
+                await _sent(connection, head, body, read_timeout)
             except httpx.RemoteProtocolError:
                 if connection.received:
                     raise
-                connection.close()  # the upstream had closed it while it was idle: once more, on a new one
-                connection = None
+                connection = None  # the upstream had closed it while it was idle: once more, on a new one
         if connection is None:
             connection = await self._connect(origin, timeout.get("connect"))
-            await connection.send(head, body, read_timeout)
+            await _sent(connection, head, body, read_timeout)
         return connection, read_timeout
 
     def _pooled(self, origin: Origin) -> _Connection | None:

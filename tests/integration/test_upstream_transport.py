@@ -85,6 +85,7 @@ class RawServer:
         self.answer = answer
         self.close_after = close_after  # close the connection after each answer (without saying so)
         self.connections = 0
+        self.ended = 0  # connections the client closed
         self.requests: list[bytes] = []
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
@@ -125,6 +126,7 @@ class RawServer:
                     writer.close()
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
+            self.ended += 1
             writer.close()
 
 
@@ -179,6 +181,19 @@ async def test_a_chunked_answer_arrives_piece_by_piece_and_a_large_one_whole() -
     await transport.aclose()
     assert pieces == [b"hello", b" world"]
     assert large.content == big
+
+
+async def test_a_request_given_up_on_closes_its_connection() -> None:
+    transport = UpstreamTransport()
+    raw = RawServer(lambda n: [0.3, *ok(b"{}")])  # the answer comes late: the client has left by then
+    async with raw as url:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(transport.post(url, b"{}", {}), 0.1)
+        await asyncio.sleep(0.5)
+        assert (raw.connections, raw.ended) == (1, 1)  # closed, not left open (nor put back in the pool)
+        assert json.loads((await transport.post(url, b"{}", {})).content) == {}
+    await transport.aclose()
+    assert raw.connections == 2
 
 
 async def test_a_compressed_answer_is_handed_on_decoded() -> None:
