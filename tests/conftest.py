@@ -30,6 +30,9 @@ from tests.utils.servers import ServerThread, free_port  # noqa: E402
 
 # tiktoken's encoding files (../shared/tiktoken_cache) make token counts exact; without them they are estimates.
 TIKTOKEN_EXACT = count_text("x", "gpt-4o-mini").exact
+NEEDS_ENCODINGS = (
+    "needs tiktoken's encoding files (TIKTOKEN_CACHE_DIR, ../shared/tiktoken_cache): its figures are hand-counted"
+)
 ADMIN_KEY = "tg-admin-test-key"
 UPSTREAM_KEY = "sk-fake-upstream-secret"
 PUDONG_PROMPT = "你是上海浦东国际机场的智慧客服。请简洁、准确地回答旅客问题。"

@@ -24,6 +24,7 @@ import pytest
 from config import load_settings
 from proxy.app import create_app
 from proxy.gateway import Gateway
+from registry.tokens import system_prompt_tokens
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, FakeUpstreamHandle, GatewayHandle, _postgres_database
 from tests.utils.servers import ServerThread
 
@@ -38,6 +39,9 @@ FT_PUDONG = "ft:gpt-3.5-turbo-0613:pudong::fin001"
 FT_GATES = "ft:gpt-3.5-turbo-0613:pudong::gates01"
 BRIEF = "Answer briefly."  # 3 tokens in cl100k and in the fake: injected as 3 + 1 + 3 = 7
 GATE_PROMPT = " ".join(["gate"] * 200)  # 200 tokens in cl100k and in the fake: injected as 204
+# What the gateway counts for BRIEF: 7 with tiktoken's encoding files, an estimate without them (a machine
+# without ../shared/tiktoken_cache); the tests whose dollar figures are hand-computed from 7 and 204 need them.
+BRIEF_INJECTED = system_prompt_tokens(BRIEF, "gpt-3.5-turbo")
 QUESTION = [{"role": "user", "content": "Where is gate D?"}]
 QUESTION_TOKENS, ANSWER_TOKENS = 12, 7
 

@@ -19,7 +19,14 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_KEY, FakeUpstreamHandle
-from tests.integration.finance_support import FT_PUDONG, QUESTION, FinanceGateway, finance_gateway, fresh_database
+from tests.integration.finance_support import (
+    BRIEF_INJECTED,
+    FT_PUDONG,
+    QUESTION,
+    FinanceGateway,
+    finance_gateway,
+    fresh_database,
+)
 from tests.utils.openai_schema import validate
 
 TUNEGATE = Path(sys.executable).with_name("tunegate")
@@ -100,10 +107,10 @@ def test_group_by_team_and_alias_with_totals_that_add_up(traffic: Traffic) -> No
         "group_by": ["team", "alias"],
         "data": [
             row("0.00600000", team=traffic.alpha, alias="mini"),  # 12 * $150/M + 7 * $600/M
-            row("0.15600000", 2, saved=7, team=traffic.alpha, alias="pudong-support"),  # 2 * $0.078
-            row("0.07800000", saved=7, team=traffic.beta, alias="pudong-support"),
+            row("0.15600000", 2, saved=BRIEF_INJECTED, team=traffic.alpha, alias="pudong-support"),  # 2 * $0.078
+            row("0.07800000", saved=BRIEF_INJECTED, team=traffic.beta, alias="pudong-support"),
         ],
-        "totals": row("0.24000000", 4) | {"saved_tokens": 21},
+        "totals": row("0.24000000", 4) | {"saved_tokens": 3 * BRIEF_INJECTED},
     }
     assert traffic.fin.report(group_by="team,alias").json() == response.json()  # re-run: the same figures
 
@@ -121,7 +128,7 @@ def test_filters_and_an_empty_range(traffic: Traffic) -> None:
     body = traffic.fin.report(group_by="team", alias="mini").json()
     assert body["data"] == [row("0.00600000", team=traffic.alpha)]
     body = traffic.fin.report(group_by="alias", team=traffic.beta, model=FT_PUDONG).json()
-    assert body["data"] == [row("0.07800000", saved=7, alias="pudong-support")]
+    assert body["data"] == [row("0.07800000", saved=BRIEF_INJECTED, alias="pudong-support")]
     empty = traffic.fin.report(**{"from": "2020-01-01", "to": "2020-01-31"}).json()
     assert (empty["data"], empty["totals"]) == ([], row("0.00000000", 0))
 
@@ -133,21 +140,21 @@ def test_csv_is_the_same_rows_under_a_header_then_a_totals_row(traffic: Traffic)
     assert response.text.splitlines() == [
         "team,alias," + ",".join(MEASURES),
         f"{traffic.alpha},mini,1,12,7,0,0,0,0.00600000,0",
-        f"{traffic.alpha},pudong-support,2,24,14,0,0,14,0.15600000,0",
-        f"{traffic.beta},pudong-support,1,12,7,0,0,7,0.07800000,0",
-        "total,,4,48,28,0,0,21,0.24000000,0",
+        f"{traffic.alpha},pudong-support,2,24,14,0,0,{2 * BRIEF_INJECTED},0.15600000,0",
+        f"{traffic.beta},pudong-support,1,12,7,0,0,{BRIEF_INJECTED},0.07800000,0",
+        f"total,,4,48,28,0,0,{3 * BRIEF_INJECTED},0.24000000,0",
     ]
 
 
 def test_a_team_key_sees_only_its_own_team(traffic: Traffic) -> None:
     fin = traffic.fin
     mine = fin.report(key=traffic.beta_key, path="/v1/usage", group_by="team,alias", team=traffic.alpha).json()
-    assert mine["data"] == [row("0.07800000", saved=7, team=traffic.beta, alias="pudong-support")]
-    assert mine["totals"] == row("0.07800000", saved=7)
+    assert mine["data"] == [row("0.07800000", saved=BRIEF_INJECTED, team=traffic.beta, alias="pudong-support")]
+    assert mine["totals"] == row("0.07800000", saved=BRIEF_INJECTED)
     by_day = fin.report(key=traffic.alpha_key, path="/v1/usage").json()  # default: per day
     assert by_day["group_by"] == ["day"] and by_day["totals"]["cost_usd"] == "0.16200000"
     csv = fin.report(key=traffic.alpha_key, path="/v1/usage", group_by="alias", format="csv").text.splitlines()
-    assert csv[-1] == "total,3,36,21,0,0,14,0.16200000,0"
+    assert csv[-1] == f"total,3,36,21,0,0,{2 * BRIEF_INJECTED},0.16200000,0"
     assert fin.report(key="tg-not-a-key", path="/v1/usage").status_code == 401
 
 
@@ -243,7 +250,7 @@ def test_usage_command_prints_a_table_csv_or_json(traffic: Traffic) -> None:
     lines = table.stdout.splitlines()
     assert lines[0] == f"usage {first} .. {last}"
     assert lines[1].split() == ["TEAM", "ALIAS", *(m.upper() for m in MEASURES)]
-    assert lines[-1].split() == ["total", "4", "48", "28", "0", "0", "21", "0.24000000", "0"]
+    assert lines[-1].split() == ["total", "4", "48", "28", "0", "0", str(3 * BRIEF_INJECTED), "0.24000000", "0"]
     csv = tunegate(fin, "usage", "--by", "team,alias", "--csv")
     assert csv.stdout == fin.report(group_by="team,alias", format="csv").text
     as_json = tunegate(fin, "usage", "--by", "team", "--json", key=traffic.finance_key)  # a finance key will do

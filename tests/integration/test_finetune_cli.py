@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, FakeUpstreamHandle
+from tests.conftest import ADMIN_KEY, NEEDS_ENCODINGS, TIKTOKEN_EXACT, FakeUpstreamHandle
 from tests.utils.finetune import DATASET, FIXTURES, FinetuneEnv, finetune_env
 
 TUNEGATE = Path(sys.executable).with_name("tunegate")
@@ -31,9 +31,8 @@ def tunegate(*args: str, env: FinetuneEnv | None = None) -> subprocess.Completed
 
 
 def tiktoken_or_skip() -> Any:
-    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
-    if not cache or not Path(cache).is_dir():
-        pytest.skip("tiktoken's encoding files are not available (set TIKTOKEN_CACHE_DIR)")
+    if not TIKTOKEN_EXACT:
+        pytest.skip(NEEDS_ENCODINGS)
     import tiktoken
 
     return tiktoken
@@ -155,7 +154,8 @@ def test_status_list_promote_and_lineage(env: FinetuneEnv) -> None:
     assert f"  canary 10%: {model} on fake\n    ← job {job_id} (team airport-cs, succeeded" in status.stdout
     sha = hashlib.sha256((FIXTURES / "valid_12.jsonl").read_bytes()).hexdigest()
     assert f"(valid_12.jsonl, 3265 bytes, sha256 {sha})" in status.stdout
-    assert "12 examples (12 valid), 0 error(s), 1 warning(s)" in status.stdout
+    warnings = 1 if TIKTOKEN_EXACT else 2  # without tiktoken's files, the counts are estimates: a warning too
+    assert f"12 examples (12 valid), 0 error(s), {warnings} warning(s)" in status.stdout
 
     promoted = tunegate("finetune", "promote", job_id, env=env)
     assert promoted.returncode == 0, promoted.stderr
