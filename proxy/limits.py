@@ -43,12 +43,12 @@ from registry.limits import (
     caller_limits,
     charge,
     key_scope,
-    local_spend_reader,
     minute_of,
     month_of,
     prune_counters,
     record_alert,
     spent_e8,
+    sqlite_counters,
     take_request,
     team_scope,
 )
@@ -202,7 +202,8 @@ class Limits:
         self._spend = Coalesced(self._spent)
         # SQLite is a local file whose WAL readers never wait for writers: its spend can be read on the event loop
         # (~3 µs; no thread hop). PostgreSQL's is a network round trip: read on a thread, shared (Coalesced).
-        self._local_spend = local_spend_reader(engine)
+        self._local_spend = sqlite_counters(engine)  # used on the event loop
+        self._local_charge = sqlite_counters(engine)  # used by the charger thread
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -215,8 +216,9 @@ class Limits:
             self._lock.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self._local_spend is not None:
-            self._local_spend.close()
+        for counters in (self._local_spend, self._local_charge):
+            if counters is not None:
+                counters.close()
 
     def invalidate(self) -> None:
         """Forget cached limits: called after a budget or limit is changed through this process."""
@@ -287,7 +289,7 @@ class Limits:
         assert self._local_spend is not None
         with self._lock:
             pending = self._pending.get(key, 0)
-        return self._local_spend(*key) + pending, pending
+        return self._local_spend.spent_e8(*key) + pending, pending
 
     def _take(self, caller: Caller, limits: CallerLimits, now: datetime) -> dict[str, str]:
         with self._engine.connect() as connection:
@@ -409,8 +411,11 @@ class Limits:
         attempt = 0
         while True:
             try:
-                with self._engine.begin() as connection:
-                    totals = charge(db=connection, spend=spend, tokens=tokens)
+                if self._local_charge is not None:
+                    totals = self._local_charge.charge(spend, tokens)
+                else:
+                    with self._engine.begin() as connection:
+                        totals = charge(db=connection, spend=spend, tokens=tokens)
                 break
             except Exception:
                 attempt += 1

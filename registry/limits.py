@@ -233,31 +233,6 @@ def spent_e8(*, db: Db, team_id: int, month: str) -> int:
     return int(value or 0)
 
 
-class LocalSpendReader:
-    """SQLite only: :func:`spent_e8` on a DBAPI connection of its own, for the event loop: ~3 µs a read (SQLAlchemy's
-    layers cost ten times that), never waiting (a WAL reader does not wait for writers), and each read, outside
-    any transaction, sees every commit made before it."""
-
-    def __init__(self, engine: Engine) -> None:
-        compiled = _SPENT.compile(dialect=engine.dialect)
-        self._sql = str(compiled)
-        self._order = tuple(compiled.positiontup or ())
-        self._raw = engine.raw_connection()
-
-    def __call__(self, team_id: int, month: str) -> int:
-        params = {"team_id": team_id, "month": month}
-        connection: Any = self._raw.driver_connection  # sqlite3.Connection
-        row = connection.execute(self._sql, tuple(params[name] for name in self._order)).fetchone()
-        return int(row[0]) if row and row[0] else 0
-
-    def close(self) -> None:
-        self._raw.close()
-
-
-def local_spend_reader(engine: Engine) -> LocalSpendReader | None:
-    return LocalSpendReader(engine) if engine.dialect.name == "sqlite" else None
-
-
 @dataclass(frozen=True)
 class Window:
     """One scope's counts in the current minute, this request included."""
@@ -335,6 +310,73 @@ def charge(
     for (scope, minute), count in sorted(tokens.items()):
         db.execute(upserts.tokens, {"scope": scope, "minute": minute, "count": count, "more": count})
     return totals
+
+
+class _Prepared:
+    """A statement compiled once for a DBAPI connection: its SQL, and the bind processing SQLAlchemy would do."""
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        self._compiled = statement.compile(dialect=dialect)
+        self.sql = str(self._compiled)
+        self._order = tuple(self._compiled.positiontup or ())
+        self._process = [
+            self._compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self._order
+        ]
+
+    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        full = self._compiled.construct_params(values)
+        return tuple(
+            process(full[name]) if process else full[name]
+            for name, process in zip(self._order, self._process, strict=True)
+        )
+
+
+class SqliteCounters:
+    """SQLite only: :func:`spent_e8` and :func:`charge` on a DBAPI connection of their own (an instance per thread
+    that uses one), with the same statements and bind processing, without SQLAlchemy's per-call layers: a read
+    ~3 µs instead of ~35, a charge ~20 µs a transaction instead of ~85. A read, outside any transaction, sees
+    every commit made before it and never waits (WAL readers do not wait for writers)."""
+
+    def __init__(self, engine: Engine) -> None:
+        upserts = _upserts("sqlite")
+        self._spent = _Prepared(_SPENT, engine.dialect)
+        self._spend = _Prepared(upserts.spend, engine.dialect)
+        self._tokens = _Prepared(upserts.tokens, engine.dialect)
+        self._raw = engine.raw_connection()
+
+    def spent_e8(self, team_id: int, month: str) -> int:
+        connection: Any = self._raw.driver_connection  # sqlite3.Connection
+        row = connection.execute(self._spent.sql, self._spent.params({"team_id": team_id, "month": month})).fetchone()
+        return int(row[0]) if row and row[0] else 0
+
+    def charge(
+        self, spend: Mapping[tuple[int, str], int], tokens: Mapping[tuple[str, int], int]
+    ) -> dict[tuple[int, str], int]:
+        """:func:`charge`, in one transaction of its own."""
+        connection: Any = self._raw.driver_connection
+        now = utcnow()
+        try:
+            totals = {}
+            for (team_id, month), units in sorted(spend.items()):
+                values = {"team_id": team_id, "month": month, "units": units, "now": now, "more": units, "then": now}
+                totals[(team_id, month)] = int(
+                    connection.execute(self._spend.sql, self._spend.params(values)).fetchone()[0]
+                )
+            for (scope, minute), count in sorted(tokens.items()):
+                values = {"scope": scope, "minute": minute, "count": count, "more": count}
+                connection.execute(self._tokens.sql, self._tokens.params(values))
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        return totals
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def sqlite_counters(engine: Engine) -> SqliteCounters | None:
+    return SqliteCounters(engine) if engine.dialect.name == "sqlite" else None
 
 
 def record_alert(*, session: Session, team_id: int, month: str, level: str, spent_usd: Decimal) -> bool:

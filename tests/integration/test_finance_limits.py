@@ -9,14 +9,19 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import openai
 import orjson
 import pytest
+from sqlmodel import Session, select
 
+from registry.db import make_engine, migrate, session_scope
+from registry.limits import SqliteCounters, charge, spent_e8
+from registry.models import RateCounter, TeamSpend, utcnow
+from registry.teams import create_team
 from tests.conftest import FakeUpstreamHandle
 from tests.integration.finance_support import FT_PUDONG, QUESTION, FinanceGateway, finance_gateway, fresh_database
 from tests.utils.openai_schema import validate
@@ -257,3 +262,31 @@ def test_tokens_per_minute_of_one_key(cluster: Cluster) -> None:
     assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
     # The limit is the key's: another key of the team is not held back.
     sdk(two, _other_key).chat.completions.create(model="pudong-support", messages=QUESTION)
+
+
+def test_sqlite_counters_write_and_read_what_sqlalchemy_does(tmp_path: Path) -> None:
+    """The SQLite fast path of the charger and the budget read: the same rows as the SQLAlchemy path."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'counters.db'}")
+    migrate(engine)
+    with session_scope(engine) as session:
+        team = create_team(session=session, name="counted")
+        team_id = team.id
+    assert team_id is not None
+    counters = SqliteCounters(engine)
+    try:
+        assert counters.charge({(team_id, "2026-11"): 250}, {("team:x", 7): 30}) == {(team_id, "2026-11"): 250}
+        with engine.begin() as connection:  # the SQLAlchemy path adds to the same row
+            assert charge(db=connection, spend={(team_id, "2026-11"): 100}, tokens={("team:x", 7): 5}) == {
+                (team_id, "2026-11"): 350
+            }
+        assert counters.charge({(team_id, "2026-11"): 1}, {}) == {(team_id, "2026-11"): 351}
+        assert counters.spent_e8(team_id, "2026-11") == 351 and counters.spent_e8(team_id, "2026-12") == 0
+        with Session(engine) as session:
+            assert spent_e8(db=session, team_id=team_id, month="2026-11") == 351
+            row = session.exec(select(TeamSpend).where(TeamSpend.team_id == team_id)).one()
+            assert row.updated_at.tzinfo is not None and abs(row.updated_at - utcnow()) < timedelta(minutes=1)
+            counter = session.exec(select(RateCounter).where(RateCounter.scope == "team:x")).one()
+            assert (counter.minute, counter.requests, counter.tokens) == (7, 0, 35)
+    finally:
+        counters.close()
+        engine.dispose()
