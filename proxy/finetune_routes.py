@@ -27,7 +27,7 @@ from config import Settings
 from proxy.admin_routes import admin_guard
 from proxy.errors import GatewayError, json_response
 from proxy.finetune_poller import FinetunePoller, auth_headers
-from proxy.gateway import Gateway, UpstreamEndpoint, gateway_of, transaction
+from proxy.gateway import Gateway, UpstreamEndpoint, gateway_of, read, transaction
 from proxy.openai_routes import read_json, require
 from registry.aliases import get_alias, resolve
 from registry.errors import Invalid, NotFound
@@ -353,9 +353,7 @@ class FilesController(Controller):
     ) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        files = await transaction(
-            gateway, lambda s: list_files(session=s, team_id=caller.team_id, purpose=purpose or None)
-        )
+        files = await read(gateway, lambda s: list_files(session=s, team_id=caller.team_id, purpose=purpose or None))
         data = [file_object(f) for f in (files if order == "desc" else reversed(files))]
         page, has_more = _page(data, after, limit)
         return _list(page, has_more, ids=True)
@@ -364,14 +362,14 @@ class FilesController(Controller):
     async def retrieve_file(self, request: AnyRequest, file_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        file = await transaction(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
+        file = await read(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
         return json_response(200, orjson.dumps(file_object(file)))
 
     @delete("/{file_id:str}", status_code=200)
     async def delete_file(self, request: AnyRequest, file_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        file = await transaction(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
+        file = await read(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
         endpoint = gateway.upstream(file.upstream)
         response = await call_upstream(gateway, endpoint, "DELETE", f"/files/{file.upstream_file_id}")
         if response.status_code not in (200, 404):  # 404: gone at the upstream already
@@ -387,7 +385,7 @@ class FilesController(Controller):
     async def file_content(self, request: AnyRequest, file_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        file = await transaction(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
+        file = await read(gateway, lambda s: get_file(session=s, team_id=caller.team_id, file_id=file_id))
         endpoint = gateway.upstream(file.upstream)
         response = await call_upstream(gateway, endpoint, "GET", f"/files/{file.upstream_file_id}/content")
         if response.status_code != 200:
@@ -548,7 +546,7 @@ class FineTuningController(Controller):
     ) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        jobs = await transaction(gateway, lambda s: list_jobs(session=s, team_id=caller.team_id))
+        jobs = await read(gateway, lambda s: list_jobs(session=s, team_id=caller.team_id))
         page, has_more = _page([job_object(j) for j in jobs], after, limit)
         return _list(page, has_more)
 
@@ -556,14 +554,14 @@ class FineTuningController(Controller):
     async def retrieve_job(self, request: AnyRequest, job_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        job = await transaction(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
+        job = await read(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
         return json_response(200, orjson.dumps(job_object(job)))
 
     @post("/{job_id:str}/cancel", status_code=200)
     async def cancel_job(self, request: AnyRequest, job_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        job = await transaction(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
+        job = await read(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
         if job.status in TERMINAL_STATUSES:
             raise GatewayError(400, f"Job has already completed: {job.id} is {job.status}.", param="fine_tuning_job_id")
         endpoint = gateway.upstream(job.upstream)
@@ -610,7 +608,7 @@ class FineTuningController(Controller):
     async def list_checkpoints(self, request: AnyRequest, job_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
         caller = await team_caller(request)
-        job = await transaction(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
+        job = await read(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
         endpoint = gateway.upstream(job.upstream)
         params = {k: v for k, v in request.query_params.items() if k in ("after", "limit")}
         answer = _json(
@@ -685,7 +683,7 @@ class FinetuneAdminController(Controller):
     @get("/finetune/jobs/{job_id:str}")
     async def job_status(self, request: AnyRequest, job_id: str) -> Response[bytes]:
         gateway = gateway_of(request)
-        data = await transaction(gateway, lambda s: job_detail(s, get_job(session=s, team_id=None, job_id=job_id)))
+        data = await read(gateway, lambda s: job_detail(s, get_job(session=s, team_id=None, job_id=job_id)))
         return json_response(200, orjson.dumps(data))
 
     @post("/finetune/jobs/{job_id:str}/promote", status_code=200)
@@ -706,7 +704,7 @@ class FinetuneAdminController(Controller):
     @get("/finetune/models")
     async def list_models(self, request: AnyRequest) -> Response[bytes]:
         gateway = gateway_of(request)
-        models = await transaction(gateway, lambda s: [external_object(m) for m in list_external_models(session=s)])
+        models = await read(gateway, lambda s: [external_object(m) for m in list_external_models(session=s)])
         return json_response(200, orjson.dumps({"data": models}))
 
     @post("/finetune/models", status_code=201)

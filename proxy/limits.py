@@ -279,17 +279,19 @@ class Limits:
         What this process charged is read before the database: a charge is then counted once or (while it
         commits) twice, never missed; ``admit`` looks again before refusing on charges not yet committed.
         """
-        with self._lock:
-            pending = self._pending.get(key, 0)
+        pending = self._pending_of(key)
         with self._engine.connect() as connection:
             return spent_e8(db=connection, team_id=key[0], month=key[1]) + pending, pending
 
     def _spent_here(self, key: tuple[int, str]) -> tuple[int, int]:
         """:meth:`_spent` on the event loop, from SQLite."""
         assert self._local_spend is not None
-        with self._lock:
-            pending = self._pending.get(key, 0)
+        pending = self._pending_of(key)
         return self._local_spend.spent_e8(*key) + pending, pending
+
+    def _pending_of(self, key: tuple[int, str]) -> int:
+        with self._lock:
+            return self._pending.get(key, 0)
 
     def _take(self, caller: Caller, limits: CallerLimits, now: datetime) -> dict[str, str]:
         with self._engine.connect() as connection:
@@ -327,8 +329,10 @@ class Limits:
     # -- when the request ends -------------------------------------------------------------------------
     def submit(self, record: Usage) -> None:
         """Hand ``record`` to the usage writer, and charge its cost and tokens to the team's counters."""
+        cost = record_cost(self._prices, record)
+        record.cost_usd, record.priced = cost.usd, cost.priced  # costed once: the writer stores this figure
         self._usage.submit(record)
-        units = to_e8(record_cost(self._prices, record).usd)
+        units = to_e8(cost.usd)
         tokens = max(0, record.prompt_tokens) + max(0, record.completion_tokens)
         limits = self._limits.get((record.team_id, record.key_id or 0))
         tpm_scopes: tuple[str, ...] = ()

@@ -1,7 +1,7 @@
 """The cost of a usage record at the price of its day, stored with the record when it is written.
 
-The usage writer calls :func:`cost_records` on each batch before it is stored (off the request path); the
-budget charge on the request path calls :func:`record_cost` on the same record, so both see one figure.
+The budget charge on the request path costs each record once (:func:`record_cost`) and keeps the figure on it;
+the usage writer's :func:`cost_records` costs, before storing a batch, only the records handed to it uncosted.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ ZERO = Cost(Decimal("0E-8"), priced=True)
 
 
 def record_cost(prices: PriceTable, record: Usage) -> Cost:
-    """Inference: its tokens at its model's price on its day. Training: ``prompt_tokens`` is the job's
-    trained tokens, at the training price of ``model`` (the fine-tuned id or its base); a training record
-    whose writer set a cost keeps it."""
+    """A record costed already (by the budget charge on the request path, or a training record's writer) keeps
+    its cost. Inference: its tokens at its model's price on its day. Training: ``prompt_tokens`` is the job's
+    trained tokens, at the training price of ``model`` (the fine-tuned id or its base)."""
+    if record.cost_usd is not None:
+        return Cost(Decimal(record.cost_usd), record.priced)
     prompt = max(0, record.prompt_tokens)
     completion = max(0, record.completion_tokens)
     cached = min(max(0, record.cached_tokens), prompt)
     if record.kind == "training":
-        if record.cost_usd:
-            return Cost(Decimal(record.cost_usd), record.priced)
         if prompt == 0:
             return ZERO
         return prices.training_cost(model=record.model, day=record.day, trained_tokens=prompt)
@@ -40,7 +40,7 @@ def record_cost(prices: PriceTable, record: Usage) -> Cost:
 
 
 def cost_records(prices: PriceTable, records: Sequence[Usage]) -> None:
-    """Set ``cost_usd`` and ``priced`` on each record; never raises, so a batch is never held back."""
+    """Set ``cost_usd`` and ``priced`` on each record not costed yet; never raises, so a batch is never held back."""
     for record in records:
         try:
             cost = record_cost(prices, record)

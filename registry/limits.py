@@ -212,8 +212,8 @@ def _dialect(db: Db) -> str:
     return db.dialect.name if isinstance(db, Connection) else db.get_bind().dialect.name
 
 
-def _insert(db: Db) -> Any:
-    return postgresql.insert if _dialect(db) == "postgresql" else sqlite.insert
+def _insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def _quick_commit(db: Db) -> None:
@@ -254,7 +254,7 @@ class _Upserts:
 
 @lru_cache(maxsize=4)
 def _upserts(dialect: str) -> _Upserts:
-    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = _insert(dialect)
     take = (
         insert(RateCounter)
         .values(scope=bindparam("scope"), minute=bindparam("minute"), requests=1, tokens=0)
@@ -302,14 +302,27 @@ def charge(
     """Add spend (1e-8 USD) per (team, month) and tokens per (scope, minute); returns the new spend totals."""
     upserts = _upserts(_dialect(db))
     _quick_commit(db)
-    now = utcnow()
-    totals = {}
-    for (team_id, month), units in sorted(spend.items()):
-        params = {"team_id": team_id, "month": month, "units": units, "now": now, "more": units, "then": now}
-        totals[(team_id, month)] = int(db.execute(upserts.spend, params).scalar_one())
-    for (scope, minute), count in sorted(tokens.items()):
-        db.execute(upserts.tokens, {"scope": scope, "minute": minute, "count": count, "more": count})
+    totals = {key: int(db.execute(upserts.spend, params).scalar_one()) for key, params in _spend_params(spend)}
+    for params in _tokens_params(tokens):
+        db.execute(upserts.tokens, params)
     return totals
+
+
+def _spend_params(spend: Mapping[tuple[int, str], int]) -> list[tuple[tuple[int, str], dict[str, Any]]]:
+    """The spend upsert's parameters for each (team, month), in the order every process locks the rows."""
+    now = utcnow()
+    return [
+        ((team_id, month), {"team_id": team_id, "month": month, "units": units, "now": now, "more": units, "then": now})
+        for (team_id, month), units in sorted(spend.items())
+    ]
+
+
+def _tokens_params(tokens: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
+    """The tokens upsert's parameters for each (scope, minute), in the order every process locks the rows."""
+    return [
+        {"scope": scope, "minute": minute, "count": count, "more": count}
+        for (scope, minute), count in sorted(tokens.items())
+    ]
 
 
 class _Prepared:
@@ -354,16 +367,11 @@ class SqliteCounters:
     ) -> dict[tuple[int, str], int]:
         """:func:`charge`, in one transaction of its own."""
         connection: Any = self._raw.driver_connection
-        now = utcnow()
         try:
             totals = {}
-            for (team_id, month), units in sorted(spend.items()):
-                values = {"team_id": team_id, "month": month, "units": units, "now": now, "more": units, "then": now}
-                totals[(team_id, month)] = int(
-                    connection.execute(self._spend.sql, self._spend.params(values)).fetchone()[0]
-                )
-            for (scope, minute), count in sorted(tokens.items()):
-                values = {"scope": scope, "minute": minute, "count": count, "more": count}
+            for key, values in _spend_params(spend):
+                totals[key] = int(connection.execute(self._spend.sql, self._spend.params(values)).fetchone()[0])
+            for values in _tokens_params(tokens):
                 connection.execute(self._tokens.sql, self._tokens.params(values))
             connection.commit()
         except BaseException:
@@ -382,7 +390,7 @@ def sqlite_counters(engine: Engine) -> SqliteCounters | None:
 def record_alert(*, session: Session, team_id: int, month: str, level: str, spent_usd: Decimal) -> bool:
     """Note that ``level`` was crossed; True only for the first process to note it this month."""
     statement = (
-        _insert(session)(BudgetAlert)
+        _insert(_dialect(session))(BudgetAlert)
         .values(team_id=team_id, month=month, level=level, spent_usd=spent_usd, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["team_id", "month", "level"])
         .returning(col(BudgetAlert.level))

@@ -114,6 +114,9 @@ class Totals:
         }
 
 
+MEASURES = tuple(Totals().as_json())  # the figures of each report row, in their order
+
+
 @dataclass(frozen=True)
 class UsageReport:
     start: date
@@ -136,8 +139,7 @@ class UsageReport:
         """The rows under a header line, then a totals row (``total`` in the first column)."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        measures = list(Totals().as_json())
-        writer.writerow([*self.group_by, *measures])
+        writer.writerow([*self.group_by, *MEASURES])
         for keys, totals in self.rows:
             writer.writerow([*(keys[g] for g in self.group_by), *totals.as_json().values()])
         blanks = [""] * max(0, len(self.group_by) - 1)
@@ -215,39 +217,26 @@ def _label(value: Any) -> str:
 
 @dataclass
 class _Side:
-    """Requests of one kind (served by the fine-tune, or by the base model with the injected prompt)."""
+    """Requests of one kind (served by the fine-tune, or by the base model with the injected prompt): their
+    totals, and how many of them each model served."""
 
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    injected_tokens: int = 0
-    saved_tokens: int = 0
-    cost_e8: int = 0
-    unpriced_requests: int = 0
+    totals: Totals = field(default_factory=Totals)
     models: dict[str, int] = field(default_factory=dict)
 
     def add(self, model: str, values: Sequence[int]) -> None:
-        n, p, c, k, i, s, e8, u = values
-        self.requests += n
-        self.prompt_tokens += p
-        self.completion_tokens += c
-        self.cached_tokens += k
-        self.injected_tokens += i
-        self.saved_tokens += s
-        self.cost_e8 += e8
-        self.unpriced_requests += u
-        self.models[model] = self.models.get(model, 0) + n
+        self.totals += Totals(*values)
+        self.models[model] = self.models.get(model, 0) + values[0]
 
     def json(self) -> dict[str, Any]:
+        t = self.totals
         return {
-            "requests": self.requests,
+            "requests": t.requests,
             "models": dict(sorted(self.models.items())),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens,
-            "cost_usd": money(from_e8(self.cost_e8)),
-            "unpriced_requests": self.unpriced_requests,
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "cached_tokens": t.cached_tokens,
+            "cost_usd": money(t.cost_usd),
+            "unpriced_requests": t.unpriced_requests,
         }
 
 
@@ -371,12 +360,12 @@ def savings(
         "base_prompt_tokens": base_prompt_tokens,
         "fine_tuned": {
             **tuned.json(),
-            "saved_tokens": tuned.saved_tokens,
+            "saved_tokens": tuned.totals.saved_tokens,
             "saved_usd": _money(saved_usd),
         },
         "base_with_prompt": {
             **based.json(),
-            "injected_tokens": based.injected_tokens,
+            "injected_tokens": based.totals.injected_tokens,
             "injected_usd": _money(injected_usd),
         },
         "at_prices": {
@@ -392,7 +381,7 @@ def savings(
             "cost_usd": money(training_usd),
         },
         "break_even_requests": break_even,
-        "paid_off": break_even is not None and tuned.requests >= break_even,
+        "paid_off": break_even is not None and tuned.totals.requests >= break_even,
         "unpriced_models": sorted(unvalued),
     }
 
@@ -419,10 +408,10 @@ def _targets(spec: AliasSpec | None, tuned: _Side, based: _Side) -> tuple[str | 
 def _prompt_tokens(base: Target | None, tuned: _Side, based: _Side) -> int:
     if base is not None and base.system_prompt:
         return system_prompt_tokens(base.system_prompt, base.model)
-    if based.requests and based.injected_tokens:
-        return based.injected_tokens // based.requests
-    if tuned.requests and tuned.saved_tokens:
-        return tuned.saved_tokens // tuned.requests
+    if based.totals.requests and based.totals.injected_tokens:
+        return based.totals.injected_tokens // based.totals.requests
+    if tuned.totals.requests and tuned.totals.saved_tokens:
+        return tuned.totals.saved_tokens // tuned.totals.requests
     return 0
 
 

@@ -54,7 +54,7 @@ class Usage:
     saved_tokens: int = 0
     ttft_ms: float | None = None
     partial: bool = False
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal | None = None  # None until costed (registry.costing), before the record is stored
     priced: bool = True
 
 

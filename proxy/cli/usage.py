@@ -13,17 +13,6 @@ import httpx
 
 from proxy.cli.admin import AdminClient, CommandError, UsageError, _common, _runner, table
 
-MEASURES = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "injected_tokens",
-    "saved_tokens",
-    "cost_usd",
-    "unpriced_requests",
-)
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = _common()
@@ -84,10 +73,11 @@ def usage_report(args: argparse.Namespace, client: AdminClient) -> tuple[Any, st
         return None, _csv(client, params).rstrip("\n")
     report = client.call("GET", "/admin/usage", params=params)
     groups: list[str] = report["group_by"]
-    rows = [[row[g] for g in groups] + [row[m] for m in MEASURES] for row in report["data"]]
     totals = report["totals"]
-    rows.append(["total", *[""] * (len(groups) - 1), *(totals[m] for m in MEASURES)])
-    text = f"usage {report['from']} .. {report['to']}\n" + table([*groups, *MEASURES], rows)
+    measures = list(totals)  # the report's figures, in the gateway's order
+    rows = [[row[g] for g in groups] + [row[m] for m in measures] for row in report["data"]]
+    rows.append(["total", *[""] * (len(groups) - 1), *(totals[m] for m in measures)])
+    text = f"usage {report['from']} .. {report['to']}\n" + table([*groups, *measures], rows)
     if totals["unpriced_requests"]:
         text += f"\n{totals['unpriced_requests']} request(s) had no price and are costed at 0: see the price table"
     return report, text

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, NEEDS_ENCODINGS, TIKTOKEN_EXACT, FakeUpstreamHandle
-from tests.utils.finetune import DATASET, FIXTURES, FinetuneEnv, finetune_env
+from tests.utils.finetune import DATASET, FIXTURES, INVALID_DEFECTS, FinetuneEnv, finetune_env
 
 TUNEGATE = Path(sys.executable).with_name("tunegate")
 
@@ -68,19 +68,7 @@ def test_validate_reports_each_defect_of_the_shared_invalid_file_on_its_line() -
     as_json = tunegate("finetune", "validate", str(path), "--json")
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
-    assert [(e["line"], e["code"]) for e in report["errors"]] == [
-        (1, "not_an_object"),
-        (2, "missing_messages"),
-        (3, "empty_messages"),
-        (4, "missing_content"),
-        (5, "unrecognized_key"),
-        (6, "unrecognized_role"),
-        (7, "invalid_content"),
-        (7, "invalid_content"),
-        (8, "no_assistant_message"),
-        (9, "invalid_weight"),
-        (10, "invalid_json"),
-    ]
+    assert [(e["line"], e["code"]) for e in report["errors"]] == INVALID_DEFECTS
     assert (report["examples"], report["valid_examples"], report["ok"]) == (10, 0, False)
 
 

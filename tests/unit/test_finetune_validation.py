@@ -17,10 +17,7 @@ from registry.finetune_validation import (
     validate_jsonl,
     validate_path,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-DATASET = ROOT.parent / "shared/datasets/pudong-support"
-FIXTURES = ROOT / "tests/fixtures/finetune"
+from tests.utils.finetune import DATASET, FIXTURES, INVALID_DEFECTS, ROOT
 
 
 def _dataset(name: str) -> Path:
@@ -42,19 +39,7 @@ def _exact(report: ValidationReport) -> None:
 
 def test_invalid_dataset_reports_each_defect_on_its_line() -> None:
     report = validate_path(_dataset("invalid.jsonl"))
-    assert [(f.line, f.code) for f in report.errors] == [
-        (1, "not_an_object"),
-        (2, "missing_messages"),
-        (3, "empty_messages"),
-        (4, "missing_content"),
-        (5, "unrecognized_key"),
-        (6, "unrecognized_role"),
-        (7, "invalid_content"),
-        (7, "invalid_content"),
-        (8, "no_assistant_message"),
-        (9, "invalid_weight"),
-        (10, "invalid_json"),
-    ]
+    assert [(f.line, f.code) for f in report.errors] == INVALID_DEFECTS
     assert all(f.severity == "error" for f in report.errors)
     line7 = [f.message for f in report.errors if f.line == 7]
     assert line7[0].startswith("message 1:") and line7[1].startswith("message 2:") and "42" in line7[1]

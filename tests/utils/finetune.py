@@ -30,6 +30,20 @@ from tests.utils.servers import ServerThread
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests/fixtures/finetune"
 DATASET = ROOT.parent / "shared/datasets/pudong-support"
+# The defects of ../shared/datasets/pudong-support/invalid.jsonl, as (line, code), in the validator's order.
+INVALID_DEFECTS = [
+    (1, "not_an_object"),
+    (2, "missing_messages"),
+    (3, "empty_messages"),
+    (4, "missing_content"),
+    (5, "unrecognized_key"),
+    (6, "unrecognized_role"),
+    (7, "invalid_content"),
+    (7, "invalid_content"),
+    (8, "no_assistant_message"),
+    (9, "invalid_weight"),
+    (10, "invalid_json"),
+]
 SECOND_KEY = "sk-second-provider-secret"
 WRONG_KEY = "sk-wrong-key-0123456789"
 MAX_FILE_BYTES = 20_000
