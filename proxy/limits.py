@@ -9,7 +9,9 @@ charger thread, which adds them to the shared counters at once for a team with a
 (not at the writer's flush interval), so every process sees a team cross its budget within milliseconds, and
 within ``LAZY_CHARGE_SECONDS`` for the others, in fewer transactions. A response of a team with a budget is
 sent after its charge is committed: a request that starts after another one ended sees that one's cost, and
-the overshoot past a hard limit is at most the requests in flight when it was crossed.
+the overshoot past a hard limit is at most the requests in flight when it was crossed. On SQLite, such a charge
+is committed on the event loop itself (~20 µs, no thread hop) when no other charge is on its way and no other
+connection is writing; else the charger takes it.
 """
 
 from __future__ import annotations
@@ -204,6 +206,9 @@ class Limits:
         # (~3 µs; no thread hop). PostgreSQL's is a network round trip: read on a thread, shared (Coalesced).
         self._local_spend = sqlite_counters(engine)  # used on the event loop
         self._local_charge = sqlite_counters(engine)  # used by the charger thread
+        # Alone, a charge an answer waits for is committed on the event loop (~20 µs, two thread hops fewer),
+        # unless another connection holds SQLite's write lock: then it goes to the charger, which waits for it.
+        self._loop_charge = sqlite_counters(engine, wait=False)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -216,7 +221,7 @@ class Limits:
             self._lock.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        for counters in (self._local_spend, self._local_charge):
+        for counters in (self._local_spend, self._local_charge, self._loop_charge):
             if counters is not None:
                 counters.close()
 
@@ -356,9 +361,13 @@ class Limits:
             minute=minute_of(record.created_at),
             tpm_scopes=tpm_scopes,
             budget=limits.budget if limits is not None else None,
-            done=Future() if urgent else None,
+            done=None,
             queued=time.monotonic(),
         )
+        if urgent and self._charged_here(item):
+            return
+        if urgent:
+            item.done = Future()
         with self._lock:
             wake = urgent or not self._queue
             self._queue.append(item)
@@ -368,6 +377,19 @@ class Limits:
                 self._urgent += 1
             if wake:
                 self._lock.notify()
+
+    def _charged_here(self, item: _Charge) -> bool:
+        """Commit ``item`` on the event loop when no other charge is on its way (SQLite only; see __init__)."""
+        if self._loop_charge is None or self._waiting or self._queue:
+            return False
+        spend, tokens = _sums([item])
+        totals = self._loop_charge.charge(spend, tokens)
+        if totals is None:
+            return False  # another connection is writing: the charger waits for it
+        if item.budget is not None and self._alert_due(item.budget, item.month, totals):
+            key = (item.team_id, item.month)
+            asyncio.get_running_loop().run_in_executor(None, self._alert, item.budget, item.month, totals[key])
+        return True
 
     async def settled(self, request_id: str) -> None:
         """Wait until the charge of ``request_id`` is committed (at most SETTLE_TIMEOUT)."""
@@ -405,18 +427,14 @@ class Limits:
                         return
 
     def _apply(self, batch: list[_Charge], *, final: bool) -> None:
-        spend: dict[tuple[int, str], int] = {}
-        tokens: dict[tuple[str, int], int] = {}
-        for item in batch:
-            if item.units:
-                spend[(item.team_id, item.month)] = spend.get((item.team_id, item.month), 0) + item.units
-            for scope in item.tpm_scopes:
-                tokens[(scope, item.minute)] = tokens.get((scope, item.minute), 0) + item.tokens
+        spend, tokens = _sums(batch)
         attempt = 0
         while True:
             try:
                 if self._local_charge is not None:
-                    totals = self._local_charge.charge(spend, tokens)
+                    charged = self._local_charge.charge(spend, tokens)
+                    assert charged is not None  # this connection waits for the write lock
+                    totals = charged
                 else:
                     with self._engine.begin() as connection:
                         totals = charge(db=connection, spend=spend, tokens=tokens)
@@ -441,8 +459,15 @@ class Limits:
                 item.done.set_result(None)
         budgets = {(i.team_id, i.month): i.budget for i in batch if i.budget is not None}
         for key, budget in budgets.items():
-            if key in totals:
+            if self._alert_due(budget, key[1], totals):
                 self._alert(budget, key[1], totals[key])
+
+    def _alert_due(self, budget: Budget, month: str, totals: dict[tuple[int, str], int]) -> bool:
+        spent = totals.get((budget.team_id, month))
+        return spent is not None and any(
+            spent >= threshold and (budget.team_id, month, level) not in self._alerted
+            for level, threshold in (("soft", budget.soft_e8), ("hard", budget.hard_e8))
+        )
 
     def _alert(self, budget: Budget, month: str, spent: int) -> None:
         levels = [("soft", budget.soft_e8), ("hard", budget.hard_e8)]
@@ -492,6 +517,18 @@ class Limits:
                 prune_counters(session=session, before_minute=minute_of(utcnow()) - 2)
         except Exception:
             log.exception("pruning old rate-limit counters failed")
+
+
+def _sums(batch: list[_Charge]) -> tuple[dict[tuple[int, str], int], dict[tuple[str, int], int]]:
+    """The batch's spend per (team, month) and tokens per (scope, minute)."""
+    spend: dict[tuple[int, str], int] = {}
+    tokens: dict[tuple[str, int], int] = {}
+    for item in batch:
+        if item.units:
+            spend[(item.team_id, item.month)] = spend.get((item.team_id, item.month), 0) + item.units
+        for scope in item.tpm_scopes:
+            tokens[(scope, item.minute)] = tokens.get((scope, item.minute), 0) + item.tokens
+    return spend, tokens
 
 
 def _team_name(session: Session, team_id: int) -> str:

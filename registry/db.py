@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,19 @@ from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 7_262_023  # pg_advisory_lock key: one replica migrates at a time
+
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+
+
+def sqlite_write_lock(engine: Engine) -> threading.Lock:
+    """The lock this process's hot writers (usage writer, charger) take around a SQLite write transaction.
+
+    SQLite lets one connection write at a time; one that finds the file locked sleeps in its busy handler (1, 2,
+    5 ms…) and retries. Between threads of one process this lock hands the turn over at once instead (other
+    processes still meet the busy handler), and lets the event loop see the file busy without trying it.
+    """
+    return _WRITE_LOCKS.setdefault(str(engine.url), threading.Lock())
 
 
 def normalize_url(url: str) -> str:

@@ -7,6 +7,7 @@ State lives in the database so several processes enforce one limit: month-to-dat
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from registry.costing import from_e8, money, to_e8
+from registry.db import sqlite_write_lock
 from registry.errors import Invalid, NotFound
 from registry.models import (
     ApiKey,
@@ -350,12 +352,17 @@ class SqliteCounters:
     ~3 µs instead of ~35, a charge ~20 µs a transaction instead of ~85. A read, outside any transaction, sees
     every commit made before it and never waits (WAL readers do not wait for writers)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, wait: bool = True) -> None:
         upserts = _upserts("sqlite")
         self._spent = _Prepared(_SPENT, engine.dialect)
         self._spend = _Prepared(upserts.spend, engine.dialect)
         self._tokens = _Prepared(upserts.tokens, engine.dialect)
         self._raw = engine.raw_connection()
+        self._lock = sqlite_write_lock(engine)
+        self._wait = wait
+        if not wait:  # for an event loop: never wait for another writer's lock, never run a checkpoint (fsync)
+            self._raw.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            self._raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[union-attr]
 
     def spent_e8(self, team_id: int, month: str) -> int:
         connection: Any = self._raw.driver_connection  # sqlite3.Connection
@@ -364,9 +371,12 @@ class SqliteCounters:
 
     def charge(
         self, spend: Mapping[tuple[int, str], int], tokens: Mapping[tuple[str, int], int]
-    ) -> dict[tuple[int, str], int]:
-        """:func:`charge`, in one transaction of its own."""
+    ) -> dict[tuple[int, str], int] | None:
+        """:func:`charge`, in one transaction of its own. Made with ``wait=False``: None, and nothing written,
+        when another connection holds the write lock."""
         connection: Any = self._raw.driver_connection
+        if not self._lock.acquire(blocking=self._wait):
+            return None  # another thread of this process is writing
         try:
             totals = {}
             for key, values in _spend_params(spend):
@@ -374,17 +384,24 @@ class SqliteCounters:
             for values in _tokens_params(tokens):
                 connection.execute(self._tokens.sql, self._tokens.params(values))
             connection.commit()
+        except sqlite3.OperationalError as exc:
+            connection.rollback()
+            if not self._wait and exc.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                return None  # another process is writing
+            raise
         except BaseException:
             connection.rollback()
             raise
+        finally:
+            self._lock.release()
         return totals
 
     def close(self) -> None:
         self._raw.close()
 
 
-def sqlite_counters(engine: Engine) -> SqliteCounters | None:
-    return SqliteCounters(engine) if engine.dialect.name == "sqlite" else None
+def sqlite_counters(engine: Engine, *, wait: bool = True) -> SqliteCounters | None:
+    return SqliteCounters(engine, wait=wait) if engine.dialect.name == "sqlite" else None
 
 
 def record_alert(*, session: Session, team_id: int, month: str, level: str, spent_usd: Decimal) -> bool:

@@ -9,18 +9,20 @@ for about 0.5 µs of CPU, where an ORM instance costs about 45 µs.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
+from operator import attrgetter
+from typing import Any
 
 from sqlalchemy import Connection, Table, insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from registry.db import sqlite_write_lock
 from registry.models import UsageRecord
 
 log = logging.getLogger("tunegate.usage")
@@ -66,7 +68,64 @@ def insert_usage(db: Session | Connection, records: Sequence[Usage]) -> None:
     db.execute(insert(TABLE), [{name: getattr(record, name) for name in COLUMNS} for record in records])
 
 
-_STOP = object()
+class SqliteUsageInsert:
+    """SQLite only: :func:`insert_usage` on a DBAPI connection of its own, with the bind processing SQLAlchemy
+    would do, applied only to the columns that need it (dates, times, decimals, booleans), and the batch in one
+    multi-row INSERT: one step of SQLite, which runs without the GIL. (``executemany`` gives the GIL up and takes
+    it back for every row, and the event loop pays a thread hand-over each time: measured, +1.2 ms at p99.)"""
+
+    MAX_ROWS = 32766 // len(COLUMNS)  # SQLite's limit on a statement's parameters (since 3.32)
+    YIELD_ROWS = 16  # rows converted (~5 µs each) between two chances for another thread to take the GIL
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect
+        self._head = f"INSERT INTO {TABLE.name} ({', '.join(COLUMNS)}) VALUES "
+        self._row = f"({', '.join('?' * len(COLUMNS))})"
+        self._sql: dict[int, str] = {}
+        self._get = attrgetter(*COLUMNS)
+        self._process = [
+            (index, process)
+            for index, name in enumerate(COLUMNS)
+            if (process := TABLE.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        ]
+        self._raw = engine.raw_connection()
+        self._lock = sqlite_write_lock(engine)
+
+    def __call__(self, records: Sequence[Usage]) -> None:
+        """Insert ``records`` and commit, or roll back and raise."""
+        statements = [
+            (self._statement(len(chunk)), self._values(chunk))  # converted before the write lock is taken
+            for chunk in (records[i : i + self.MAX_ROWS] for i in range(0, len(records), self.MAX_ROWS))
+        ]
+        connection: Any = self._raw.driver_connection
+        with self._lock:
+            try:
+                for sql, values in statements:
+                    connection.execute(sql, values)
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+
+    def _values(self, records: Sequence[Usage]) -> list[Any]:
+        values: list[Any] = []
+        for number, record in enumerate(records, 1):
+            row = list(self._get(record))
+            for index, process in self._process:
+                row[index] = process(row[index])
+            values += row
+            if not number % self.YIELD_ROWS:
+                time.sleep(0)  # let a waiting event loop have the GIL (else it waits up to 5 ms)
+        return values
+
+    def _statement(self, rows: int) -> str:
+        sql = self._sql.get(rows)
+        if sql is None:
+            sql = self._sql[rows] = self._head + ", ".join([self._row] * rows)
+        return sql
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 class UsageWriter:
@@ -84,11 +143,15 @@ class UsageWriter:
         self._batch_size = batch_size
         self._before_write = before_write  # e.g. costing, done here so the request path does not pay for it
         self._after_write = after_write
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # Records wait in a list; the thread is woken when a batch is full or at stop, else it sleeps until the
+        # flush interval ends (a wake per record costs the event loop a GIL hand-over per request).
+        self._waiting: list[Usage] = []
+        self._wake = threading.Condition(threading.Lock())
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tunegate-usage-writer", daemon=True)
         self._pending = 0
-        self._lock = threading.Lock()
         self.written = 0
+        self._sqlite = SqliteUsageInsert(engine) if engine.dialect.name == "sqlite" else None  # the writer's own
 
     @property
     def pending(self) -> int:
@@ -99,41 +162,39 @@ class UsageWriter:
         self._thread.start()
 
     def submit(self, record: Usage) -> None:
-        with self._lock:
+        with self._wake:
             self._pending += 1
-        self._queue.put(record)
+            self._waiting.append(record)
+            if len(self._waiting) >= self._batch_size:
+                self._wake.notify()
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything submitted so far, then stop."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
         if self._thread.is_alive():
-            self._queue.put(_STOP)
             self._thread.join(timeout)
+        if self._sqlite is not None and not self._thread.is_alive():
+            self._sqlite.close()
 
     def _run(self) -> None:
-        batch: list[Usage] = []
         deadline = time.monotonic() + self._interval
-        stopping = False
-        while not stopping:
-            try:
-                items = [self._queue.get(timeout=max(0.0, deadline - time.monotonic()))]
-                while len(batch) + len(items) < self._batch_size:  # take what else is waiting, without a wait
-                    try:
-                        items.append(self._queue.get_nowait())
-                    except queue.Empty:
+        while True:
+            with self._wake:
+                while not self._stopping and len(self._waiting) < self._batch_size:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
                         break
-            except queue.Empty:
-                items = []
-            for item in items:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    assert isinstance(item, Usage)
-                    batch.append(item)
-            if batch and (stopping or len(batch) >= self._batch_size or time.monotonic() >= deadline):
-                self._write(batch, final=stopping)
-                batch = []
+                    self._wake.wait(left)
+                batch, self._waiting = self._waiting[: self._batch_size], self._waiting[self._batch_size :]
+                stopping = self._stopping and not self._waiting
             if time.monotonic() >= deadline:
                 deadline = time.monotonic() + self._interval
+            if batch:
+                self._write(batch, final=stopping)
+            if stopping:
+                return
 
     def _write(self, batch: list[Usage], *, final: bool) -> None:
         attempt = 0
@@ -141,8 +202,11 @@ class UsageWriter:
             try:
                 if self._before_write is not None:
                     self._before_write(batch)
-                with self._engine.begin() as connection:
-                    insert_usage(connection, batch)
+                if self._sqlite is not None:
+                    self._sqlite(batch)
+                else:
+                    with self._engine.begin() as connection:
+                        insert_usage(connection, batch)
                 break
             except Exception:
                 attempt += 1
@@ -151,7 +215,7 @@ class UsageWriter:
                     log.error("giving up on %d usage records at shutdown", len(batch))
                     return
                 time.sleep(min(5.0, 0.2 * 2**attempt))
-        with self._lock:
+        with self._wake:
             self._pending -= len(batch)
             self.written += len(batch)
         if self._after_write is not None:

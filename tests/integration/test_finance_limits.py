@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from sqlmodel import Session, select
 
 from registry.db import make_engine, migrate, session_scope
 from registry.limits import SqliteCounters, charge, spent_e8
-from registry.models import RateCounter, TeamSpend, utcnow
+from registry.models import RateCounter, TeamSpend, UsageRecord, utcnow
 from registry.teams import create_team
+from registry.usage import SqliteUsageInsert, Usage, insert_usage
 from tests.conftest import FakeUpstreamHandle
 from tests.integration.finance_support import FT_PUDONG, QUESTION, FinanceGateway, finance_gateway, fresh_database
 from tests.utils.openai_schema import validate
@@ -289,4 +291,58 @@ def test_sqlite_counters_write_and_read_what_sqlalchemy_does(tmp_path: Path) -> 
             assert (counter.minute, counter.requests, counter.tokens) == (7, 0, 35)
     finally:
         counters.close()
+        engine.dispose()
+
+
+def test_sqlite_usage_insert_writes_what_sqlalchemy_does(tmp_path: Path) -> None:
+    """The usage writer's SQLite fast path stores the same row, read back through the ORM, as ``insert_usage``."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'usage.db'}")
+    migrate(engine)
+    with session_scope(engine) as session:
+        team_id = create_team(session=session, name="written").id
+    assert team_id is not None
+    now = utcnow()
+
+    def usage(request_id: str) -> Usage:
+        return Usage(
+            created_at=now,
+            day=now.date(),
+            request_id=request_id,
+            endpoint="chat.completions",
+            team_id=team_id,
+            alias="pudong-support",
+            upstream="openai",
+            model="ft:gpt-3.5-turbo-0613:pudong::8abc123",
+            served_by="canary",
+            status_code=200,
+            latency_ms=12.5,
+            alias_version=3,
+            canary_weight=10,
+            prompt_tokens=12,
+            completion_tokens=7,
+            cached_tokens=2,
+            injected_tokens=0,
+            saved_tokens=31,
+            ttft_ms=None,
+            partial=True,
+            cost_usd=Decimal("0.00008100"),
+            priced=False,
+        )
+
+    fast = SqliteUsageInsert(engine)
+    try:
+        fast([usage("fast-1"), usage("fast-2")])
+        with engine.begin() as connection:
+            insert_usage(connection, [usage("slow-1")])
+        with Session(engine) as session:
+            rows = {r.request_id: r for r in session.exec(select(UsageRecord)).all()}
+        assert sorted(rows) == ["fast-1", "fast-2", "slow-1"]
+        ignore = {"id", "request_id"}
+        expected = rows["slow-1"].model_dump(exclude=ignore)
+        assert expected["created_at"] == now and expected["cost_usd"] == Decimal("0.00008100")
+        assert expected["partial"] is True and expected["priced"] is False and expected["ttft_ms"] is None
+        assert rows["fast-1"].model_dump(exclude=ignore) == expected
+        assert rows["fast-2"].model_dump(exclude=ignore) == expected
+    finally:
+        fast.close()
         engine.dispose()
