@@ -331,19 +331,21 @@ class _Prepared:
     """A statement compiled once for a DBAPI connection: its SQL, and the bind processing SQLAlchemy would do."""
 
     def __init__(self, statement: Any, dialect: Any) -> None:
-        self._compiled = statement.compile(dialect=dialect)
-        self.sql = str(self._compiled)
-        self._order = tuple(self._compiled.positiontup or ())
-        self._process = [
-            self._compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self._order
-        ]
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        # (name, given by the caller, the statement's own value, SQLAlchemy's processing) in the SQL's order
+        self._binds = tuple(
+            (name, bind.required, bind.value, bind.type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup or ()
+            for bind in (compiled.binds[name],)
+        )
 
     def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        full = self._compiled.construct_params(values)
-        return tuple(
-            process(full[name]) if process else full[name]
-            for name, process in zip(self._order, self._process, strict=True)
-        )
+        out = []
+        for name, required, default, process in self._binds:
+            value = values[name] if required else values.get(name, default)
+            out.append(value if process is None else process(value))
+        return tuple(out)
 
 
 class SqliteCounters:
