@@ -98,9 +98,11 @@ class Server:
         self.spawned_at = 0.0
         self.ready_s = float("nan")
         self._pids: list[int] = []
+        self._log_offset = 0
 
     def start(self) -> None:
         log = self.log_path.open("ab")
+        self._log_offset = log.tell()
         self.spawned_at = time.perf_counter()
         self.process = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -110,9 +112,25 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
-    def wait_ready(self, port: int, path: str, *, timeout: float = 120.0) -> float:
-        """Seconds from spawn to the first 200 on ``path``."""
+    def wait_ready(self, port: int, path: str, *, timeout: float = 120.0, workers: int = 1) -> float:
+        """Seconds from spawn to the first 200 on ``path``; with ``workers``, also waits (not counted) until each
+        worker has logged its start-up: a load that connects before then would give every connection to the
+        workers already up (keep-alive connections stay where they were accepted)."""
         deadline = time.monotonic() + timeout
+        ready = self._wait_status(port, path, deadline)
+        while workers > 1 and self._started_workers() < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: {workers} workers not started after {timeout}s; see {self.log_path}")
+            time.sleep(0.01)
+        self._pids = [self.pid, *descendants(self.pid)]
+        return ready
+
+    def _started_workers(self) -> int:
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read().count(b"Application startup complete.")
+
+    def _wait_status(self, port: int, path: str, deadline: float) -> float:
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
@@ -124,12 +142,11 @@ class Server:
                 conn.close()
                 if status == 200:
                     self.ready_s = time.perf_counter() - self.spawned_at
-                    self._pids = [self.pid, *descendants(self.pid)]
                     return self.ready_s
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready on :{port}{path} after {timeout}s; see {self.log_path}")
+                raise RuntimeError(f"{self.name} not ready on :{port}{path}; see {self.log_path}")
             time.sleep(0.005)
 
     def pids(self) -> list[int]:

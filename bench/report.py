@@ -268,6 +268,7 @@ def markdown(run: Run) -> str:
         "",
     ]
     out += _added_latency(run, label)
+    out += _cores(run)
     out += _relay(run)
     out += _memory(run, label)
     out += _startup(run)
@@ -275,6 +276,35 @@ def markdown(run: Run) -> str:
     out += _usage(run)
     out += _profile(run)
     return "\n".join(out) + "\n"
+
+
+def _cores(run: Run) -> list[str]:
+    """CPU cores used by each process during the 64-connection rows: what the gateway had left to scale into."""
+    rows = [r for r in run.rows if r["connections"] == 64 and "server_cpu_share" in r and "upstream_cpu_per_1k" in r]
+    if not rows:
+        return []
+    lines = [
+        "## Where the cores went (64 connections)",
+        "",
+        f"CPU cores busy on average during each row ({run.machine['nproc']} on the machine): the gateway's "
+        "processes, the fake upstream and the load generator (its own `getrusage`). Two workers can only use what "
+        "the other two leave.",
+        "",
+        "| server | scenario | req/s | gateway | fake upstream | load generator | all three |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        per_s = r["rps"] / 1000
+        gateway, upstream, client = (
+            r["server_cpu_share"],
+            r["upstream_cpu_per_1k"] * per_s,
+            r["client_cpu_per_1k"] * per_s,
+        )
+        lines.append(
+            f"| {r['server']} | {r['scenario']} | {r['rps']:,.0f} | {gateway:.2f} | {upstream:.2f} | {client:.2f} "
+            f"| {gateway + upstream + client:.2f} |"
+        )
+    return [*lines, ""]
 
 
 def _load(values: tuple[float, float, float]) -> str:

@@ -210,7 +210,7 @@ def start_gateway(run: Run, config: Path, port: int, *, workers: int, name: str)
         cwd=run.options.work,
     )
     server.start()
-    server.wait_ready(port, "/readyz")
+    server.wait_ready(port, "/readyz", workers=workers)
     return server
 
 

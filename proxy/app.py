@@ -78,9 +78,10 @@ def create_app_from_env() -> Litestar:
     the database and applied the file already.
     """
     from config import load_settings
-    from proxy.cli.serve import PREPARED_ENV, configure_logging, demo_upstreams
+    from proxy.cli.serve import PREPARED_ENV, configure_logging, demo_upstreams, lean_serving_process
 
     configure_logging()
+    lean_serving_process()
     settings = demo_upstreams(load_settings())
     prepared = os.environ.get(PREPARED_ENV) == "1"
     return create_app(settings, gateway=Gateway(settings, prepared=prepared))

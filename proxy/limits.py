@@ -65,6 +65,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 LAZY_CHARGE_SECONDS = 0.25  # how long charges nothing waits for are gathered before they are committed
+LOOP_CHARGE_BACKOFF = 10.0  # seconds the event loop leaves charges to the charger after another process wrote
 SETTLE_TIMEOUT = 5.0  # seconds a response waits for its charge before it is sent anyway (database trouble)
 WEBHOOK_TIMEOUT = 5.0
 
@@ -209,6 +210,7 @@ class Limits:
         # Alone, a charge an answer waits for is committed on the event loop (~20 µs, two thread hops fewer),
         # unless another connection holds SQLite's write lock: then it goes to the charger, which waits for it.
         self._loop_charge = sqlite_counters(engine, wait=False)
+        self._loop_charge_after = 0.0  # time.monotonic() before which charges go to the charger (see _charged_here)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -380,12 +382,16 @@ class Limits:
 
     def _charged_here(self, item: _Charge) -> bool:
         """Commit ``item`` on the event loop when no other charge is on its way (SQLite only; see __init__)."""
-        if self._loop_charge is None or self._waiting or self._queue:
+        if self._loop_charge is None or self._waiting or self._queue or item.queued < self._loop_charge_after:
             return False
         spend, tokens = _sums([item])
         totals = self._loop_charge.charge(spend, tokens)
-        if totals is None:
-            return False  # another connection is writing: the charger waits for it
+        if totals is None:  # another connection is writing: the charger waits for it
+            if self._loop_charge.busy_elsewhere:
+                # Other processes write to this file too (`serve --workers N`): a transaction per request would make
+                # them wait for the lock in SQLite's busy handler (1, 2, 5 ms sleeps); the charger's batches don't.
+                self._loop_charge_after = item.queued + LOOP_CHARGE_BACKOFF
+            return False
         if item.budget is not None and self._alert_due(item.budget, item.month, totals):
             key = (item.team_id, item.month)
             asyncio.get_running_loop().run_in_executor(None, self._alert, item.budget, item.month, totals[key])

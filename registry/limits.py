@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from registry.costing import from_e8, money, to_e8
-from registry.db import sqlite_write_lock
+from registry.db import SqliteWriteLock
 from registry.errors import Invalid, NotFound
 from registry.models import (
     ApiKey,
@@ -360,8 +360,9 @@ class SqliteCounters:
         self._spend = _Prepared(upserts.spend, engine.dialect)
         self._tokens = _Prepared(upserts.tokens, engine.dialect)
         self._raw = engine.raw_connection()
-        self._lock = sqlite_write_lock(engine)
+        self._lock = SqliteWriteLock(engine)
         self._wait = wait
+        self.busy_elsewhere = False
         if not wait:  # for an event loop: never wait for another writer's lock, never run a checkpoint (fsync)
             self._raw.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
             self._raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[union-attr]
@@ -375,8 +376,9 @@ class SqliteCounters:
         self, spend: Mapping[tuple[int, str], int], tokens: Mapping[tuple[str, int], int]
     ) -> dict[tuple[int, str], int] | None:
         """:func:`charge`, in one transaction of its own. Made with ``wait=False``: None, and nothing written,
-        when another connection holds the write lock."""
+        when another connection holds the write lock (``busy_elsewhere`` tells whether another process did)."""
         connection: Any = self._raw.driver_connection
+        self.busy_elsewhere = False
         if not self._lock.acquire(blocking=self._wait):
             return None  # another thread of this process is writing
         try:
@@ -389,7 +391,8 @@ class SqliteCounters:
         except sqlite3.OperationalError as exc:
             connection.rollback()
             if not self._wait and exc.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-                return None  # another process is writing
+                self.busy_elsewhere = True  # another process is writing
+                return None
             raise
         except BaseException:
             connection.rollback()
@@ -400,6 +403,7 @@ class SqliteCounters:
 
     def close(self) -> None:
         self._raw.close()
+        self._lock.close()
 
 
 def sqlite_counters(engine: Engine, *, wait: bool = True) -> SqliteCounters | None:

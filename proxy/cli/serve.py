@@ -124,9 +124,17 @@ def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
+    # ws="none": the gateway serves no WebSocket, and uvicorn would import the websockets package (2.2 MiB).
     return uvicorn.Config(
-        app, host=host, port=port, loop=loop, http="httptools", log_level="info", access_log=False, **extra
+        app, host=host, port=port, loop=loop, http="httptools", ws="none", log_level="info", access_log=False, **extra
     )
+
+
+def lean_serving_process() -> None:
+    """What a serving process does not import: litestar adds its attrs plugin whenever attrs is installed (a
+    dependency of other tools; 0.9 MiB), and nothing the gateway serves is an attrs class."""
+    for name in ("attr", "attrs"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -137,6 +145,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from registry.bootstrap import prepare_database_apart
 
     configure_logging()
+    lean_serving_process()
     settings = load_or_exit(args.config)
     if args.workers < 1:
         print("tunegate: --workers must be 1 or more", file=sys.stderr)

@@ -343,6 +343,10 @@ def test_sqlite_usage_insert_writes_what_sqlalchemy_does(tmp_path: Path) -> None
         assert expected["partial"] is True and expected["priced"] is False and expected["ttft_ms"] is None
         assert rows["fast-1"].model_dump(exclude=ignore) == expected
         assert rows["fast-2"].model_dump(exclude=ignore) == expected
+        fast([usage(f"many-{n}") for n in range(300)])  # 256 + 32 + 8 + 4 rows, in one transaction
+        with Session(engine) as session:
+            many = session.exec(select(UsageRecord.request_id).where(UsageRecord.request_id.startswith("many-")))
+            assert sorted(many.all()) == sorted(f"many-{n}" for n in range(300))
     finally:
         fast.close()
         engine.dispose()
