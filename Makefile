@@ -33,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tunegate.db tunegate.db-*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tunegate.db

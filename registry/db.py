@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,49 +16,17 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 7_262_023  # pg_advisory_lock key: one replica migrates at a time
 
 
-class SqliteWriteLock:
-    """Taken by the gateway's hot SQLite writers (the usage writer, the charger) around each write transaction.
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+
+
+def sqlite_write_lock(engine: Engine) -> threading.Lock:
+    """The lock this process's hot writers (usage writer, charger) take around a SQLite write transaction.
 
     SQLite lets one connection write at a time; one that finds the file locked sleeps in its busy handler (1, 2,
-    5 ms…) and tries again, and the cores sit idle meanwhile (measured: two workers with budgets used 1.0 core of
-    2). This lock is ``flock`` on ``<database>-writers.lock``, one open file per holder: one writer at a time across
-    the threads and processes of every gateway on the file, and a waiter woken as soon as it is released. (A
-    writer that does not take it, such as the admin CLI, still meets SQLite's own lock.)
+    5 ms…) and retries. Between threads of one process this lock hands the turn over at once instead (other
+    processes still meet the busy handler), and lets the event loop see the file busy without trying it.
     """
-
-    def __init__(self, engine: Engine) -> None:
-        path = engine.url.database
-        self._fd: int | None = None
-        self._thread_lock = threading.Lock()  # an in-memory database: one process, nothing to share
-        if path and path != ":memory:" and not path.startswith("file:"):
-            self._fd = os.open(f"{path}-writers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    def acquire(self, blocking: bool = True) -> bool:
-        if self._fd is None:
-            return self._thread_lock.acquire(blocking)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self._fd is None:
-            self._thread_lock.release()
-        else:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def __enter__(self) -> SqliteWriteLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    return _WRITE_LOCKS.setdefault(str(engine.url), threading.Lock())
 
 
 def normalize_url(url: str) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from registry.costing import from_e8, money, to_e8
-from registry.db import SqliteWriteLock
+from registry.db import sqlite_write_lock
 from registry.errors import Invalid, NotFound
 from registry.models import (
     ApiKey,
@@ -360,7 +360,7 @@ class SqliteCounters:
         self._spend = _Prepared(upserts.spend, engine.dialect)
         self._tokens = _Prepared(upserts.tokens, engine.dialect)
         self._raw = engine.raw_connection()
-        self._lock = SqliteWriteLock(engine)
+        self._lock = sqlite_write_lock(engine)
         self._wait = wait
         self.busy_elsewhere = False
         if not wait:  # for an event loop: never wait for another writer's lock, never run a checkpoint (fsync)
@@ -403,7 +403,6 @@ class SqliteCounters:
 
     def close(self) -> None:
         self._raw.close()
-        self._lock.close()
 
 
 def sqlite_counters(engine: Engine, *, wait: bool = True) -> SqliteCounters | None:

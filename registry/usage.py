@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Table, insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from registry.db import SqliteWriteLock
+from registry.db import sqlite_write_lock
 from registry.models import UsageRecord
 
 log = logging.getLogger("tunegate.usage")
@@ -91,7 +91,7 @@ class SqliteUsageInsert:
             if (process := TABLE.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
         self._raw = engine.raw_connection()
-        self._lock = SqliteWriteLock(engine)
+        self._lock = sqlite_write_lock(engine)
 
     def __call__(self, records: Sequence[Usage]) -> None:
         """Insert ``records`` and commit, or roll back and raise."""
@@ -124,7 +124,6 @@ class SqliteUsageInsert:
 
     def close(self) -> None:
         self._raw.close()
-        self._lock.close()
 
 
 class UsageWriter:
