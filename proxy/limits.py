@@ -25,12 +25,11 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
 import httpx
 from cachetools import TTLCache
-from litestar import Response
 from litestar.response import Stream
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -59,6 +58,9 @@ from registry.pricing import PriceTable
 from registry.teams import Caller
 from registry.usage import Usage, UsageWriter
 
+if TYPE_CHECKING:
+    from proxy.forwarding import Answer
+
 log = logging.getLogger("tunegate.limits")
 
 K = TypeVar("K", bound=Hashable)
@@ -78,7 +80,7 @@ class Quota:
     headers: dict[str, str] = field(default_factory=dict)
     settle: bool = False
 
-    async def finish(self, response: Response[Any]) -> Response[Any]:
+    async def finish(self, response: Answer) -> Answer:
         response.headers.update(self.headers)
         if self.settle and self.limits is not None and not isinstance(response, Stream):
             await self.limits.settled(str(response.headers.get("x-request-id", "")))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from litestar import Controller, Request, Response, get, post
+from litestar.types import ASGIApp
 from sqlmodel import Session
 
 from proxy.errors import GatewayError, json_response, model_not_found
@@ -36,9 +37,7 @@ def require(body: dict[str, Any], field: str, kind: type | tuple[type, ...], wha
     return value
 
 
-async def _proxy(
-    request: Request[Any, Any, Any], *, endpoint: str, path: str, required: dict[str, Any]
-) -> Response[Any]:
+async def _proxy(request: Request[Any, Any, Any], *, endpoint: str, path: str, required: dict[str, Any]) -> ASGIApp:
     gateway = gateway_of(request)
     caller = await gateway.authenticate(request.headers.get("authorization"))
     if caller.role != "team":
@@ -49,7 +48,9 @@ async def _proxy(
         require(body, field, kind, what)
     alias = await gateway.resolve_alias(caller, name)
     quota = await gateway.limits.admit(caller)  # budget and rate limits: a 429 before anything is spent
-    return await quota.finish(await forward(Exchange(gateway, caller, endpoint, path, alias, body)))
+    answer = await quota.finish(await forward(Exchange(gateway, caller, endpoint, path, alias, body)))
+    # Declared an ASGI app so that litestar sends a JSONAnswer as it is; a Response (a stream) it still converts.
+    return cast("ASGIApp", answer)
 
 
 class OpenAIController(Controller):
@@ -57,7 +58,7 @@ class OpenAIController(Controller):
     tags = ["openai"]  # noqa: RUF012
 
     @post("/chat/completions", status_code=200)
-    async def chat_completions(self, request: Request[Any, Any, Any]) -> Response[Any]:
+    async def chat_completions(self, request: Request[Any, Any, Any]) -> ASGIApp:
         return await _proxy(
             request,
             endpoint="chat.completions",
@@ -66,7 +67,7 @@ class OpenAIController(Controller):
         )
 
     @post("/completions", status_code=200)
-    async def completions(self, request: Request[Any, Any, Any]) -> Response[Any]:
+    async def completions(self, request: Request[Any, Any, Any]) -> ASGIApp:
         return await _proxy(
             request,
             endpoint="completions",
@@ -75,7 +76,7 @@ class OpenAIController(Controller):
         )
 
     @post("/embeddings", status_code=200)
-    async def embeddings(self, request: Request[Any, Any, Any]) -> Response[Any]:
+    async def embeddings(self, request: Request[Any, Any, Any]) -> ASGIApp:
         return await _proxy(
             request,
             endpoint="embeddings",
