@@ -21,8 +21,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -213,6 +214,7 @@ class Limits:
         # unless another connection holds SQLite's write lock: then it goes to the charger, which waits for it.
         self._loop_charge = sqlite_counters(engine, wait=False)
         self._loop_charge_after = 0.0  # time.monotonic() before which charges go to the charger (see _charged_here)
+        self._calls = 0  # model calls this process is answering (see calling)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -235,6 +237,15 @@ class Limits:
         self._refused.clear()
 
     # -- before forwarding -----------------------------------------------------------------------------
+    @contextmanager
+    def calling(self) -> Iterator[None]:
+        """Around a model call, on the event loop: a charge is committed on the loop only while one call is on."""
+        self._calls += 1
+        try:
+            yield
+        finally:
+            self._calls -= 1
+
     async def admit(self, caller: Caller) -> Quota:
         """Refuse with 429 when the team is over its budget or a rate limit; else count the request."""
         limits = self._limits.get((caller.team_id, caller.key_id))
@@ -384,7 +395,14 @@ class Limits:
 
     def _charged_here(self, item: _Charge) -> bool:
         """Commit ``item`` on the event loop when no other charge is on its way (SQLite only; see __init__)."""
-        if self._loop_charge is None or self._waiting or self._queue or item.queued < self._loop_charge_after:
+        # With other calls on, the charger commits theirs with this one in one transaction: cheaper than one each.
+        if (
+            self._loop_charge is None
+            or self._calls > 1
+            or self._waiting
+            or self._queue
+            or item.queued < self._loop_charge_after
+        ):
             return False
         spend, tokens = _sums([item])
         totals = self._loop_charge.charge(spend, tokens)

@@ -47,8 +47,9 @@ async def _proxy(request: Request[Any, Any, Any], *, endpoint: str, path: str, r
     for field, (kind, what) in required.items():
         require(body, field, kind, what)
     alias = await gateway.resolve_alias(caller, name)
-    quota = await gateway.limits.admit(caller)  # budget and rate limits: a 429 before anything is spent
-    answer = await quota.finish(await forward(Exchange(gateway, caller, endpoint, path, alias, body)))
+    with gateway.limits.calling():
+        quota = await gateway.limits.admit(caller)  # budget and rate limits: a 429 before anything is spent
+        answer = await quota.finish(await forward(Exchange(gateway, caller, endpoint, path, alias, body)))
     # Declared an ASGI app so that litestar sends a JSONAnswer as it is; a Response (a stream) it still converts.
     return cast("ASGIApp", answer)
 
