@@ -10,8 +10,6 @@ never removed, they hold keys and usage).
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,41 +30,18 @@ from registry.aliases import (
     put_alias,
 )
 from registry.audit import record as audit
-from registry.db import make_engine, migrate
+from registry.db import migrate
 from registry.models import Alias, AliasVersion, Team, Upstream
 from registry.teams import create_team
 from registry.upstreams import delete_upstream, list_upstreams, set_upstream
 
 _PG_APPLY_LOCK = 7_262_024  # pg_advisory_xact_lock key: replicas starting together apply one after another
-PREPARE_FAILED = 3  # exit code of a start whose database could not be prepared (uvicorn's for a failed start)
 
 
 def prepare_database(engine: Engine, settings: Settings) -> None:
     """Migrate the schema and apply the file's teams, upstreams and aliases: once per start, before serving."""
     migrate(engine)
     apply_settings(engine, settings, keep_later_changes=True)
-
-
-def prepare_database_apart(settings: Settings) -> int:
-    """:func:`prepare_database` in a child process, and its exit code: the process that then serves never
-    imports Alembic and the migrations (11 MiB it would hold for nothing)."""
-    child = multiprocessing.get_context("spawn").Process(
-        target=_prepare_in_child, args=(settings,), name="tunegate-prepare"
-    )
-    child.start()
-    child.join()
-    return PREPARE_FAILED if child.exitcode is None else child.exitcode
-
-
-def _prepare_in_child(settings: Settings) -> None:
-    engine = make_engine(settings.database.url)
-    try:
-        prepare_database(engine, settings)
-    except Exception as exc:
-        print(f"tunegate: preparing the database failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise SystemExit(PREPARE_FAILED) from None
-    finally:
-        engine.dispose()
 
 
 @dataclass(frozen=True)

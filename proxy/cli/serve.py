@@ -138,12 +138,6 @@ def lean_serving_process() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from proxy.app import create_app
-    from proxy.gateway import Gateway
-    from registry.bootstrap import prepare_database_apart
-
     configure_logging()
     lean_serving_process()
     settings = load_or_exit(args.config)
@@ -156,7 +150,15 @@ def run_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.server.port
     if args.workers > 1:
         return _serve_workers(args, settings, host, port)
-    failed = prepare_database_apart(settings)
+    from registry.startup import PreparingApart
+
+    preparing = PreparingApart(settings)  # migrates and applies the file while this process imports
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.gateway import Gateway
+
+    failed = preparing.wait()
     if failed:
         return failed
     gateway = Gateway(settings, prepared=True)

@@ -91,3 +91,23 @@ def test_a_bad_configuration_exits_2_with_the_key_named(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{config}: unknown key 'servre'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_it_cannot_prepare_exits_3_without_a_traceback(tmp_path: Path) -> None:
+    """The child that migrates (started while the server imports) fails: the server does not start."""
+    config = tmp_path / "tunegate.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("TUNEGATE_CONFIG",)}
+    env.update(
+        TUNEGATE_DATABASE_URL=f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}",
+        TUNEGATE_PORT=str(free_port()),
+        TUNEGATE_ADMIN_KEY="tg-admin",
+        OPENAI_API_KEY="sk-unused",
+    )
+    result = subprocess.run(
+        [str(TUNEGATE), "serve", "--config", str(config)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 3, result.stderr
+    assert "tunegate: preparing the database failed: OperationalError" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Application startup complete" not in result.stderr
