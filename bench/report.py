@@ -16,6 +16,8 @@ from bench.scenarios import (
     NON_STREAM_64,
     PACED_1,
     QUESTION,
+    REPLAYED,
+    REPLAYED_2,
     STREAM_1,
     STREAM_64,
     Scenario,
@@ -184,6 +186,8 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
         (NON_STREAM_64, ("tunegate #1", "tunegate #2"), "tunegate (2 workers)", ""),
         (STREAM_64, ("tunegate #1", "tunegate #2"), "tunegate (2 workers)", ""),
         (NON_STREAM_64, ("tunegate #1, no budget",), "tunegate (2 workers), no budget", ", a team without budget"),
+        (NON_STREAM_64, (REPLAYED,), REPLAYED_2, ", replayed upstream"),
+        (STREAM_64, (REPLAYED,), REPLAYED_2, ", replayed upstream"),
     ):
         one = [r for r in (run.row(server, scenario) for server in one_worker) if r]
         two = run.row(two_workers, scenario)
@@ -287,10 +291,11 @@ def _cores(run: Run) -> list[str]:
         "## Where the cores went (64 connections)",
         "",
         f"CPU cores busy on average during each row ({run.machine['nproc']} on the machine): the gateway's "
-        "processes, the fake upstream and the load generator (its own `getrusage`). Two workers can only use what "
-        "the other two leave.",
+        "processes, the upstream (the fake upstream; in the `replayed upstream` rows `bench/replay.py`, which "
+        "replays the fake upstream's answers byte for byte) and the load generator (its own `getrusage`). Two "
+        "workers can only use what the other two leave.",
         "",
-        "| server | scenario | req/s | gateway | fake upstream | load generator | all three |",
+        "| server | scenario | req/s | gateway | upstream | load generator | all three |",
         "|---|---|--:|--:|--:|--:|--:|",
     ]
     for r in rows:

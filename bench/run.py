@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench import litellm, report
+from bench import litellm, replay, report
 from bench.load import Call, LoadResult, run_load
 from bench.procs import Server, Snapshot, free_port
 from bench.scenarios import (
@@ -32,6 +32,9 @@ from bench.scenarios import (
     COMPARISON,
     MAIN,
     NON_STREAM_64,
+    REPLAYED,
+    REPLAYED_2,
+    STREAM_64,
     TEAM,
     THROUGHPUT,
     UNBUDGETED,
@@ -333,6 +336,7 @@ def bench(opts: Options) -> Run:
             run.memory["2 workers"] = two.snapshot()
             run.memory["2 workers pids"] = two.workers()
             two.stop()
+            scale_on_replay(run, database_url, (upstream_port, gateway_port), headers)
 
         if opts.litellm:
             run.litellm = bench_litellm(run, upstream, upstream_port)
@@ -341,6 +345,49 @@ def bench(opts: Options) -> Run:
     run.load_after = os.getloadavg()
     run.seconds = time.perf_counter() - began
     return run
+
+
+def scale_on_replay(run: Run, database_url: str, ports: tuple[int, int], headers: dict[str, str]) -> None:
+    """1 worker, then 2, against ``bench.replay``: the fake upstream's answers replayed at ~30 µs a request, so
+    that the 2-worker comparison is not decided by how much of the two cores the fake upstream takes."""
+    work = run.options.work
+    upstream_port, gateway_port = ports
+    direct = {"authorization": "Bearer sk-bench-upstream"}
+    url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
+    completion = httpx.post(url, content=upstream_body(NON_STREAM_64), headers=direct, timeout=30)
+    stream = httpx.post(url, content=upstream_body(STREAM_64), headers=direct, timeout=30)
+    completion.raise_for_status()
+    stream.raise_for_status()
+    answers = work / "replay-answers.json"
+    events = [e.decode() for e in replay.sse_events(stream.content)]
+    answers.write_text(json.dumps({"completion": completion.text, "stream_events": events}), encoding="utf-8")
+    port = free_port()
+    server = Server(
+        "replayed upstream",
+        [sys.executable, "-m", "bench.replay", "--port", str(port), "--answers", str(answers)],
+        env=_env({}),
+        log=work / "replay.log",
+        cwd=ROOT.parent,
+    )
+    server.start()
+    config = work / "gateway-replay.yaml"
+    config.write_text(
+        gateway_yaml(database_url=database_url, upstream_base_url=f"http://127.0.0.1:{port}/v1", port=gateway_port),
+        encoding="utf-8",
+    )
+    try:
+        server.wait_ready(port, "/")
+        for workers in (1, 2):
+            name = REPLAYED if workers == 1 else REPLAYED_2
+            gateway = start_gateway(run, config, gateway_port, workers=workers, name=name)
+            try:
+                for scenario in THROUGHPUT:
+                    call = Call("127.0.0.1", gateway_port, "/v1/chat/completions", client_body(scenario), headers)
+                    measure(run, name, scenario, _stream(call, scenario), gateway, upstream=server)
+            finally:
+                gateway.stop()
+    finally:
+        server.stop()
 
 
 def _label(opts: Options) -> str:

@@ -21,6 +21,8 @@ QUESTION = (
 )
 CHUNK_DELAY_MS = 5  # the paced stream: an LLM-like gap between chunks, so each chunk's relay is seen alone
 ADMIN_KEY = "tg-bench-admin"
+REPLAYED = "tunegate, replayed upstream"  # the rows against bench.replay (see bench/replay.py)
+REPLAYED_2 = "tunegate (2 workers), replayed upstream"
 UPSTREAM_KEY_ENV = "BENCH_UPSTREAM_KEY"
 
 
