@@ -73,6 +73,8 @@ def summarize(server: str, scenario: Scenario, result: LoadResult) -> dict[str, 
         "incomplete_streams": s.incomplete_streams,
         "connects": s.connects,
         "client_cpu_per_1k": result.client_cpu_s / result.requests * 1000 if result.requests else math.nan,
+        # kept for one connection, where the two passes are pooled for the added-latency targets
+        "latency_ns": list(s.latency_ns) if scenario.connections == 1 else [],
     }
 
 
@@ -138,12 +140,21 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
         else:
             found.append((f"≥ 20× LiteLLM's req/s, {scenario.name}, 64 connections", "not run (--litellm)", "–"))
 
-    direct, ours = run.row(DIRECT, NON_STREAM_1), run.row(f"{label} #1", NON_STREAM_1)
-    if direct and ours:
-        added50 = ours["p50_ms"] - direct["p50_ms"]
-        added99 = ours["p99_ms"] - direct["p99_ms"]
-        found.append(("added latency at 1 connection, p50 ≤ 0.5 ms", f"{added50:.3f} ms", verdict(added50 <= 0.5)))
-        found.append(("added latency at 1 connection, p99 ≤ 2 ms", f"{added99:.3f} ms", verdict(added99 <= 2.0)))
+    direct = run.row(DIRECT, NON_STREAM_1)
+    passes = [r for r in (run.row(f"{label} #1", NON_STREAM_1), run.row(f"{label} #2", NON_STREAM_1)) if r]
+    if direct and passes:
+        # Both passes' samples pooled: at one connection a pass's p50 moves by ±0.08 ms with the machine's load.
+        pooled = quantiles([ns for r in passes for ns in r["latency_ns"]], (0.5, 0.99))
+        for (q, limit), value in zip((("p50", 0.5), ("p99", 2.0)), pooled, strict=True):
+            added = value - direct[f"{q}_ms"]
+            each = ", ".join(f"pass {n} {r[f'{q}_ms'] - direct[f'{q}_ms']:.3f}" for n, r in enumerate(passes, 1))
+            found.append(
+                (
+                    f"added latency at 1 connection, {q} ≤ {limit:g} ms",
+                    f"{added:.3f} ms ({len(passes)} passes pooled; {each})",
+                    verdict(added <= limit),
+                )
+            )
 
     paced = run.row(f"{label} #1", PACED_1)
     if paced:
@@ -350,6 +361,13 @@ def _added_latency(run: Run, label: str) -> list[str]:
             f"| {scenario.name} | {what} | {d50:.3f} | {g50:.3f} | {g50 - d50:.3f} | {d99:.3f} | {g99:.3f} "
             f"| {g99 - d99:.3f} |"
         )
+        second = run.row(f"{label} #2", scenario) if server == f"{label} #1" and not key else None
+        if second:
+            g50, g99 = quantiles(g["latency_ns"] + second["latency_ns"], (0.5, 0.99))
+            lines.append(
+                f"| {scenario.name} | {what}, passes 1 and 2 pooled | {d50:.3f} | {g50:.3f} | {g50 - d50:.3f} "
+                f"| {d99:.3f} | {g99:.3f} | {g99 - d99:.3f} |"
+            )
     return [*lines, ""]
 
 
@@ -479,6 +497,8 @@ def _profile(run: Run) -> list[str]:
 
 def as_json(run: Run) -> dict[str, Any]:
     data = dataclasses.asdict(run)
+    for row in data["rows"]:
+        row.pop("latency_ns", None)
     data["options"]["output"] = str(run.options.output)
     data["options"]["work"] = str(run.options.work)
     return data
