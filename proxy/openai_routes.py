@@ -54,36 +54,36 @@ async def _proxy(request: Request[Any, Any, Any], *, endpoint: str, path: str, r
     return cast("ASGIApp", answer)
 
 
+# The model calls: the path after /v1, the endpoint their usage records name, and the fields they must have.
+MODEL_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "/chat/completions": ("chat.completions", {"messages": (list, "a non-empty array of messages")}),
+    "/completions": ("completions", {"prompt": ((str, list), "a string or an array")}),
+    "/embeddings": ("embeddings", {"input": ((str, list), "a string or an array")}),
+}
+
+
+async def model_call(request: Request[Any, Any, Any], path: str) -> ASGIApp:
+    endpoint, required = MODEL_CALLS[path]
+    return await _proxy(request, endpoint=endpoint, path=path, required=required)
+
+
 class OpenAIController(Controller):
     path = "/v1"
     tags = ["openai"]  # noqa: RUF012
 
+    # Served by proxy.app.ModelCalls ahead of litestar's router; declared here for the OpenAPI schema and for
+    # the paths it leaves to litestar (a trailing slash).
     @post("/chat/completions", status_code=200)
     async def chat_completions(self, request: Request[Any, Any, Any]) -> ASGIApp:
-        return await _proxy(
-            request,
-            endpoint="chat.completions",
-            path="/chat/completions",
-            required={"messages": (list, "a non-empty array of messages")},
-        )
+        return await model_call(request, "/chat/completions")
 
     @post("/completions", status_code=200)
     async def completions(self, request: Request[Any, Any, Any]) -> ASGIApp:
-        return await _proxy(
-            request,
-            endpoint="completions",
-            path="/completions",
-            required={"prompt": ((str, list), "a string or an array")},
-        )
+        return await model_call(request, "/completions")
 
     @post("/embeddings", status_code=200)
     async def embeddings(self, request: Request[Any, Any, Any]) -> ASGIApp:
-        return await _proxy(
-            request,
-            endpoint="embeddings",
-            path="/embeddings",
-            required={"input": ((str, list), "a string or an array")},
-        )
+        return await model_call(request, "/embeddings")
 
     @get("/models")
     async def list_models(self, request: Request[Any, Any, Any]) -> Response[bytes]:

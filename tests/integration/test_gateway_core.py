@@ -348,6 +348,30 @@ def test_body_over_the_limit_is_413(gateway: GatewayHandle) -> None:
     assert _error(error.value.response)["code"] == "request_too_large"
 
 
+def test_model_calls_answer_the_same_through_litestar_and_around_it(gateway: GatewayHandle) -> None:
+    """`/v1/chat/completions` is served ahead of litestar's router (proxy.app.ModelCalls); with a trailing slash
+    it goes through litestar's router and handler: the same answer, error and headers either way."""
+    auth = {"authorization": f"Bearer {gateway.keys['airport-cs']}"}
+    body = {"model": "pudong-support", "messages": QUESTION}
+    answers = [
+        httpx.post(gateway.base_url + path, json=body, headers=auth)
+        for path in ("/chat/completions", "/chat/completions/")
+    ]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json()["choices"] == answers[1].json()["choices"]
+    assert {a.headers["content-type"] for a in answers} == {"application/json"}
+    assert all(a.headers["x-request-id"].startswith("req_") for a in answers)
+    errors = [
+        httpx.post(gateway.base_url + path, json={"model": "pudong-support"}, headers=auth)
+        for path in ("/chat/completions", "/chat/completions/")
+    ]
+    assert [e.status_code for e in errors] == [400, 400]
+    assert _error(errors[0]) == _error(errors[1])
+    assert _error(errors[0])["code"] == "missing_required_parameter"
+    wrong_method = httpx.get(gateway.base_url + "/chat/completions", headers=auth)
+    assert wrong_method.status_code == 405 and _error(wrong_method)["message"].startswith("Method GET is not allowed")
+
+
 def test_upstream_client_error_is_passed_on(gateway: GatewayHandle, fake_upstream: FakeUpstreamHandle) -> None:
     fake_upstream.fault(model="gpt-4o-mini", status=400, message="'temperature' must be at most 2")
     with pytest.raises(openai.BadRequestError, match="'temperature' must be at most 2"):
