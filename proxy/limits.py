@@ -17,12 +17,12 @@ connection is writing; else the charger takes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,8 +101,14 @@ class _Charge:
     minute: int
     tpm_scopes: tuple[str, ...]
     budget: Budget | None
-    done: Future[None] | None  # for a charge an answer waits for
+    done: asyncio.Future[None] | None  # for a charge an answer waits for (on the event loop that handed it in)
     queued: float  # time.monotonic() when handed in
+
+
+def _settle(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 _RECHECKS = 3  # how often a refusal that counted uncommitted charges is looked at again
@@ -201,7 +207,7 @@ class Limits:
         self._queue: list[_Charge] = []
         self._urgent = 0  # charges in the queue that an answer waits for
         self._pending: dict[tuple[int, str], int] = {}  # charged here, not yet committed
-        self._waiting: dict[str, Future[None]] = {}
+        self._waiting: dict[str, asyncio.Future[None]] = {}
         self._alerted: set[tuple[int, str, str]] = set()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tunegate-charger", daemon=True)
@@ -382,14 +388,16 @@ class Limits:
         if urgent and self._charged_here(item):
             return
         if urgent:
-            item.done = Future()
+            with contextlib.suppress(RuntimeError):  # handed in off the event loop (a seeding script): none waits
+                item.done = asyncio.get_running_loop().create_future()
         with self._lock:
             wake = urgent or not self._queue
             self._queue.append(item)
             self._pending[(record.team_id, month)] = self._pending.get((record.team_id, month), 0) + units
+            if urgent:
+                self._urgent += 1
             if item.done is not None:
                 self._waiting[record.request_id] = item.done
-                self._urgent += 1
             if wake:
                 self._lock.notify()
 
@@ -424,7 +432,8 @@ class Limits:
         if done is None:
             return
         try:
-            await asyncio.wait_for(asyncio.wrap_future(done), SETTLE_TIMEOUT)
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await done
         except TimeoutError:
             log.warning("the charge of %s is not committed after %ss; answering anyway", request_id, SETTLE_TIMEOUT)
 
@@ -480,9 +489,10 @@ class Limits:
                 if not self._pending[key]:
                     del self._pending[key]
                 self._waiting.pop(item.request_id, None)
-        for item in batch:
-            if item.done is not None and not item.done.done():
-                item.done.set_result(None)
+        done = [item.done for item in batch if item.done is not None]
+        if done:  # the answers that wait, woken with one call into their event loop for the whole batch
+            with contextlib.suppress(RuntimeError):  # the loop has closed (shutdown): nobody waits any more
+                done[0].get_loop().call_soon_threadsafe(_settle, done)
         budgets = {(i.team_id, i.month): i.budget for i in batch if i.budget is not None}
         for key, budget in budgets.items():
             if self._alert_due(budget, key[1], totals):
