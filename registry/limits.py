@@ -8,12 +8,12 @@ State lives in the database so several processes enforce one limit: month-to-dat
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from sqlalchemy import Connection, bindparam, delete, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -327,6 +327,9 @@ def _tokens_params(tokens: Mapping[tuple[str, int], int]) -> list[dict[str, Any]
     ]
 
 
+T = TypeVar("T")
+
+
 class _Prepared:
     """A statement compiled once for a DBAPI connection: its SQL, and the bind processing SQLAlchemy would do."""
 
@@ -407,6 +410,84 @@ class SqliteCounters:
 
 def sqlite_counters(engine: Engine, *, wait: bool = True) -> SqliteCounters | None:
     return SqliteCounters(engine, wait=wait) if engine.dialect.name == "sqlite" else None
+
+
+class PgCounters:
+    """PostgreSQL only: :func:`spent_e8` and :func:`charge` on a connection of their own, kept open, for one thread
+    at a time. A pooled connection costs a round trip to check it out (the pool's ping) and a charge two more
+    (``SET LOCAL synchronous_commit``, the commit); here ``synchronous_commit`` is off for the session (as
+    :func:`_quick_commit` sets it per transaction), and a charge of one team, the common case, is one statement in
+    autocommit: one round trip. A connection that breaks (a restarted server) is replaced, and the call made once
+    more on the new one."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        dialect = engine.dialect
+        positional: Any = cast(Any, type(dialect))(paramstyle="format")  # %s placeholders, in the order _Prepared binds
+        upserts = _upserts("postgresql")
+        self._spent = _Prepared(_SPENT, positional)
+        self._spend = _Prepared(upserts.spend, positional)
+        self._tokens = _Prepared(upserts.tokens, positional)
+        self._raw: Any = None
+
+    def _connection(self) -> Any:
+        if self._raw is None:
+            raw = self._engine.raw_connection()
+            connection: Any = raw.driver_connection
+            connection.autocommit = True
+            connection.execute("SET synchronous_commit TO OFF")
+            self._raw = raw
+        return self._raw.driver_connection
+
+    def _retried(self, work: Callable[[Any], T]) -> T:
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                return work(connection)
+            except Exception:
+                if not (connection.broken or connection.closed) or attempt == 2:
+                    raise  # the statement failed, not the connection (or the new connection failed too)
+                self._discard()
+        raise AssertionError("unreachable")
+
+    def _discard(self) -> None:
+        if self._raw is not None:
+            raw, self._raw = self._raw, None
+            raw.invalidate()
+
+    def spent_e8(self, team_id: int, month: str) -> int:
+        def read(connection: Any) -> int:
+            row = connection.execute(self._spent.sql, self._spent.params({"team_id": team_id, "month": month}))
+            found = row.fetchone()
+            return int(found[0]) if found and found[0] else 0
+
+        return self._retried(read)
+
+    def charge(
+        self, spend: Mapping[tuple[int, str], int], tokens: Mapping[tuple[str, int], int]
+    ) -> dict[tuple[int, str], int]:
+        spends, counts = _spend_params(spend), _tokens_params(tokens)
+
+        def write(connection: Any) -> dict[tuple[int, str], int]:
+            if len(spends) + len(counts) == 1 and spends:  # one statement: its own transaction
+                key, values = spends[0]
+                return {key: int(connection.execute(self._spend.sql, self._spend.params(values)).fetchone()[0])}
+            with connection.transaction():
+                totals = {}
+                for key, values in spends:
+                    totals[key] = int(connection.execute(self._spend.sql, self._spend.params(values)).fetchone()[0])
+                for values in counts:
+                    connection.execute(self._tokens.sql, self._tokens.params(values))
+                return totals
+
+        return self._retried(write)
+
+    def close(self) -> None:
+        self._discard()  # not back to the pool: it is set up for this use (autocommit, synchronous_commit off)
+
+
+def pg_counters(engine: Engine) -> PgCounters | None:
+    return PgCounters(engine) if engine.dialect.name == "postgresql" else None
 
 
 def record_alert(*, session: Session, team_id: int, month: str, level: str, spent_usd: Decimal) -> bool:

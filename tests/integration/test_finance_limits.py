@@ -17,6 +17,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from registry.db import make_engine, migrate, session_scope
@@ -213,6 +214,37 @@ def test_a_stream_that_overshoots_is_charged_in_full(cluster: Cluster) -> None:
         with pytest.raises(openai.RateLimitError) as refused:
             sdk(url, key).chat.completions.create(model="pudong-support", messages=QUESTION)
         assert refused.value.code == "insufficient_quota"
+
+
+def test_charges_go_on_when_postgresql_drops_the_gateways_connections(cluster: Cluster) -> None:
+    """On PostgreSQL the budget read and the charge use connections of their own, kept open
+    (registry.limits.PgCounters): when the server drops them (a restart, a failover), the next request opens
+    new ones and is answered and charged like any other."""
+    fin = cluster.fin
+    if fin.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no server to drop connections")
+    team, key, _ = fin.new_team("dropped")
+    assert fin.admin("PUT", f"/admin/budgets/{team}", json={"monthly_usd": "10"}).status_code == 200
+    url = cluster.processes[0]
+    sdk(url, key).chat.completions.create(model="pudong-support", messages=QUESTION)  # the connections are open
+    with fin.engine.connect() as connection:
+        dropped = connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%team_spend%'"
+            )
+        ).all()
+    assert dropped, "the counters' connections were not found"
+    for _ in range(2):
+        answer = sdk(url, key).chat.completions.with_raw_response.create(model="pudong-support", messages=QUESTION)
+        assert answer.status_code == 200
+
+    def spent() -> str | None:
+        rows = [b for b in fin.admin("GET", "/admin/budgets").json()["data"] if b["team"] == team]
+        return rows[0]["spent_usd"] if rows and rows[0]["spent_usd"] == "0.23400000" else None
+
+    assert poll(spent) == "0.23400000"  # three requests at $0.078, none lost
+    assert fin.wait_for_requests(team, 3)["totals"]["cost_usd"] == "0.23400000"
 
 
 def test_requests_per_minute_across_processes_with_openai_headers(cluster: Cluster) -> None:
