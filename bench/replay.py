@@ -51,6 +51,13 @@ class Answers:
         return cls(data["completion"].encode(), [e.encode() for e in data["stream_events"]])
 
 
+def save_answers(path: Path, completion: bytes, stream: bytes) -> None:
+    """Write the fake upstream's answers (a chat completion's body, a stream's body) where :meth:`Answers.load`
+    reads them."""
+    events = [event.decode() for event in sse_events(stream)]
+    path.write_text(json.dumps({"completion": completion.decode(), "stream_events": events}), encoding="utf-8")
+
+
 def sse_events(body: bytes) -> list[bytes]:
     """The events of a ``text/event-stream`` body, each with its ``data: `` prefix and blank line."""
     return [part + b"\n\n" for part in body.split(b"\n\n") if part.strip()]

@@ -141,10 +141,10 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
             found.append((f"≥ 20× LiteLLM's req/s, {scenario.name}, 64 connections", "not run (--litellm)", "–"))
 
     direct = run.row(DIRECT, NON_STREAM_1)
-    passes = [r for r in (run.row(f"{label} #1", NON_STREAM_1), run.row(f"{label} #2", NON_STREAM_1)) if r]
+    passes = _passes(run, label, NON_STREAM_1)
     if direct and passes:
         # Both passes' samples pooled: at one connection a pass's p50 moves by ±0.08 ms with the machine's load.
-        pooled = quantiles([ns for r in passes for ns in r["latency_ns"]], (0.5, 0.99))
+        pooled = _pooled(passes)
         for (q, limit), value in zip((("p50", 0.5), ("p99", 2.0)), pooled, strict=True):
             added = value - direct[f"{q}_ms"]
             each = ", ".join(f"pass {n} {r[f'{q}_ms'] - direct[f'{q}_ms']:.3f}" for n, r in enumerate(passes, 1))
@@ -340,6 +340,16 @@ def _load(values: tuple[float, float, float]) -> str:
     return " / ".join(f"{x:.2f}" for x in values)
 
 
+def _passes(run: Run, label: str, scenario: Scenario) -> list[dict[str, Any]]:
+    """The rows of the passes over one tunegate process (``#1``, ``#2``) that ran ``scenario``."""
+    return [r for r in (run.row(f"{label} #1", scenario), run.row(f"{label} #2", scenario)) if r]
+
+
+def _pooled(passes: list[dict[str, Any]]) -> list[float]:
+    """p50 and p99 of the one-connection latencies of ``passes`` taken together, in milliseconds."""
+    return quantiles([ns for r in passes for ns in r["latency_ns"]], (0.5, 0.99))
+
+
 def _added_latency(run: Run, label: str) -> list[str]:
     lines = [
         "## Added latency (gateway − direct, 1 connection, same run)",
@@ -361,9 +371,9 @@ def _added_latency(run: Run, label: str) -> list[str]:
             f"| {scenario.name} | {what} | {d50:.3f} | {g50:.3f} | {g50 - d50:.3f} | {d99:.3f} | {g99:.3f} "
             f"| {g99 - d99:.3f} |"
         )
-        second = run.row(f"{label} #2", scenario) if server == f"{label} #1" and not key else None
-        if second:
-            g50, g99 = quantiles(g["latency_ns"] + second["latency_ns"], (0.5, 0.99))
+        passes = _passes(run, label, scenario) if server == f"{label} #1" and not key else []
+        if len(passes) == 2:
+            g50, g99 = _pooled(passes)
             lines.append(
                 f"| {scenario.name} | {what}, passes 1 and 2 pooled | {d50:.3f} | {g50:.3f} | {g50 - d50:.3f} "
                 f"| {d99:.3f} | {g99:.3f} | {g99 - d99:.3f} |"

@@ -359,8 +359,7 @@ def scale_on_replay(run: Run, database_url: str, ports: tuple[int, int], headers
     completion.raise_for_status()
     stream.raise_for_status()
     answers = work / "replay-answers.json"
-    events = [e.decode() for e in replay.sse_events(stream.content)]
-    answers.write_text(json.dumps({"completion": completion.text, "stream_events": events}), encoding="utf-8")
+    replay.save_answers(answers, completion.content, stream.content)
     port = free_port()
     server = Server(
         "replayed upstream",

@@ -10,8 +10,8 @@ charger thread, which adds them to the shared counters at once for a team with a
 within ``LAZY_CHARGE_SECONDS`` for the others, in fewer transactions. A response of a team with a budget is
 sent after its charge is committed: a request that starts after another one ended sees that one's cost, and
 the overshoot past a hard limit is at most the requests in flight when it was crossed. On SQLite, such a charge
-is committed on the event loop itself (~20 µs, no thread hop) when no other charge is on its way and no other
-connection is writing; else the charger takes it.
+is committed on the event loop itself (~20 µs, no thread hop) when its call is the only model call in progress,
+no other charge is on its way and no other connection is writing; else the charger takes it.
 """
 
 from __future__ import annotations
@@ -509,17 +509,19 @@ class Limits:
 
     def _alert_due(self, budget: Budget, month: str, totals: dict[tuple[int, str], int]) -> bool:
         spent = totals.get((budget.team_id, month))
-        return spent is not None and any(
-            spent >= threshold and (budget.team_id, month, level) not in self._alerted
+        return spent is not None and bool(self._levels_due(budget, month, spent))
+
+    def _levels_due(self, budget: Budget, month: str, spent: int) -> list[str]:
+        """The levels ``spent`` has crossed that this process has not alerted for yet."""
+        return [
+            level
             for level, threshold in (("soft", budget.soft_e8), ("hard", budget.hard_e8))
-        )
+            if spent >= threshold and (budget.team_id, month, level) not in self._alerted
+        ]
 
     def _alert(self, budget: Budget, month: str, spent: int) -> None:
-        levels = [("soft", budget.soft_e8), ("hard", budget.hard_e8)]
-        for level, threshold in levels:
+        for level in self._levels_due(budget, month, spent):
             marker = (budget.team_id, month, level)
-            if spent < threshold or marker in self._alerted:
-                continue
             try:
                 with session_scope(self._engine) as session:
                     first = record_alert(

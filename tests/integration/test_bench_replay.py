@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from bench.replay import sse_events
+from bench.replay import save_answers, sse_events
 from tests.conftest import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.servers import free_port, wait_until_ready
 
@@ -34,9 +33,8 @@ def recorded(
     stream = httpx.post(url, json=streamed, headers=auth, timeout=10)
     assert completion.status_code == stream.status_code == 200
     fake_upstream.reset()
-    events = [e.decode() for e in sse_events(stream.content)]
     path = tmp_path_factory.mktemp("replay") / "answers.json"
-    path.write_text(json.dumps({"completion": completion.text, "stream_events": events}), encoding="utf-8")
+    save_answers(path, completion.content, stream.content)
     return path, {"completion": completion.content, "stream": stream.content}
 
 
