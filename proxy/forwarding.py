@@ -6,8 +6,8 @@ touched, everything else reaches the upstream as the client sent it.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +64,7 @@ class Exchange:
     alias: ResolvedAlias
     body: dict[str, Any]
     started: float = field(default_factory=time.perf_counter)
-    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: "req_" + os.urandom(16).hex())  # uuid4's 1.5 µs, a fifth
 
     def attempts(self) -> list[Attempt]:
         spec = self.alias.spec

@@ -247,6 +247,40 @@ def test_charges_go_on_when_postgresql_drops_the_gateways_connections(cluster: C
     assert fin.wait_for_requests(team, 3)["totals"]["cost_usd"] == "0.23400000"
 
 
+def test_an_answer_waits_for_its_charge_at_most_the_settle_timeout(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A team with a budget is answered once its charge is committed; when the database holds the charge back
+    (another transaction has the team's spend row locked), the answer goes out after SETTLE_TIMEOUT anyway, and
+    the charge is committed when the lock is gone: nothing is lost."""
+    import proxy.limits
+
+    monkeypatch.setattr(proxy.limits, "SETTLE_TIMEOUT", 0.5)
+    fin = cluster.fin
+    team, key, _ = fin.new_team("held")
+    assert fin.admin("PUT", f"/admin/budgets/{team}", json={"monthly_usd": "10"}).status_code == 200
+    client = sdk(fin.url + "/v1", key, timeout=10)  # the in-process gateway, whose timeout the test shortened
+    client.chat.completions.create(model="pudong-support", messages=QUESTION)  # the team's spend row exists
+    team_id = fin.admin("GET", f"/admin/teams/{team}").json()["id"]
+    with fin.engine.connect() as holder:
+        # An uncommitted write to the row: PostgreSQL locks the row, SQLite the file, until the rollback below.
+        holder.execute(text("UPDATE team_spend SET spent_e8 = spent_e8 WHERE team_id = :t"), {"t": team_id})
+        with caplog.at_level("WARNING", logger="tunegate.limits"):
+            answer = client.chat.completions.with_raw_response.create(model="pudong-support", messages=QUESTION)
+        assert answer.status_code == 200
+        assert answer.parse().choices[0].message.content == "Echo: Where is gate D?"
+        request_id = answer.headers["x-request-id"]
+        assert f"the charge of {request_id} is not committed after 0.5s; answering anyway" in caplog.messages
+        holder.rollback()
+
+    def spent() -> str | None:
+        rows = [b for b in fin.admin("GET", "/admin/budgets").json()["data"] if b["team"] == team]
+        return rows[0]["spent_usd"] if rows and rows[0]["spent_usd"] == "0.15600000" else None
+
+    assert poll(spent) == "0.15600000"  # both requests at $0.078
+    assert fin.wait_for_requests(team, 2)["totals"]["cost_usd"] == "0.15600000"
+
+
 def test_requests_per_minute_across_processes_with_openai_headers(cluster: Cluster) -> None:
     fin = cluster.fin
     team, key, _ = fin.new_team("rpm")
