@@ -6,17 +6,16 @@ touched, everything else reaches the upstream as the client sent it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import httpx
 import orjson
-from litestar import Response
-from litestar.response import Stream
 from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from proxy.errors import GatewayError
@@ -221,6 +220,7 @@ class JSONAnswer:
     to its ``ASGIResponse`` on the way (measured: ~6% of a request's CPU at one connection)."""
 
     __slots__ = ("body", "headers", "status_code")
+    stream = False
 
     def __init__(self, status_code: int, body: bytes, headers: dict[str, str]) -> None:
         self.status_code = status_code
@@ -235,7 +235,59 @@ class JSONAnswer:
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
 
 
-Answer = Response[Any] | JSONAnswer  # what a model call answers: a JSON answer, a stream or an error
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+
+
+class SSEAnswer:
+    """A stream sent as ASGI messages, each group of events the moment it arrives: what litestar's ``Stream``
+    would send, with one asyncio task watching for the client to leave instead of an anyio task group (11.6%
+    less CPU a stream, paired against it). When the client leaves, the relay is cancelled where it waits, and
+    ends as its ``finally`` says (the upstream closed, a partial usage record)."""
+
+    __slots__ = ("events", "headers", "status_code")
+    stream = True
+
+    def __init__(self, events: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
+        self.status_code = 200
+        self.events = events
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _SSE_HEADERS + [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()
+        ]
+        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": 200, "headers": headers}
+        await send(start)
+        relay = asyncio.current_task()
+        assert relay is not None
+        ended = False
+
+        def client_left(watcher: asyncio.Future[None]) -> None:
+            if not ended and not watcher.cancelled():
+                relay.cancel()
+
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        watcher.add_done_callback(client_left)
+        try:
+            async for chunk in self.events:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise  # cancelled by something else (the server stopping)
+            relay.uncancel()  # the client left: nothing more to send
+        finally:
+            ended = True
+            watcher.cancel()
+            await self.events.aclose()  # the relay's end, if the cancel found it outside (in ``send``)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+Answer = JSONAnswer | SSEAnswer  # what a model call answers: a JSON answer or a stream (errors are raised)
 
 
 def _answer(exchange: Exchange, attempt: Attempt, status: int, body: bytes) -> JSONAnswer:
@@ -272,12 +324,7 @@ async def _open_stream(
     except BaseException:
         await upstream.aclose()
         raise
-    relay = _relay(exchange, attempt, upstream, events, first)
-    return Stream(
-        relay,
-        media_type="text/event-stream",
-        headers={**exchange.headers(attempt), "cache-control": "no-cache"},
-    )
+    return SSEAnswer(_relay(exchange, attempt, upstream, events, first), exchange.headers(attempt))
 
 
 class _Events:
@@ -303,7 +350,7 @@ class _Events:
 
 async def _relay(
     exchange: Exchange, attempt: Attempt, upstream: httpx.Response, events: _Events, first: list[bytes]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     client_wants_usage = bool((exchange.body.get("stream_options") or {}).get("include_usage"))
     alias = exchange.alias.name
     usage: dict[str, Any] | None = None

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio.to_thread
 import httpx
 from cachetools import TTLCache
-from litestar.response import Stream
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -86,7 +85,7 @@ class Quota:
 
     async def finish(self, response: Answer) -> Answer:
         response.headers.update(self.headers)
-        if self.settle and self.limits is not None and not isinstance(response, Stream):
+        if self.settle and self.limits is not None and not response.stream:  # a stream is charged as it ends
             await self.limits.settled(str(response.headers.get("x-request-id", "")))
         return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import struct
 from typing import Any
 
@@ -211,9 +212,10 @@ def test_upstream_dropping_mid_stream_becomes_an_error_event_and_a_partial_recor
 
 
 def test_abandoned_stream_still_gets_a_partial_record(
-    gateway: GatewayHandle, fake_upstream: FakeUpstreamHandle
+    gateway: GatewayHandle, fake_upstream: FakeUpstreamHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_upstream.fault(model="ft:gpt-3.5-turbo-0613:pudong::8abc123", chunk_delay_ms=50)
+    caplog.set_level(logging.INFO)
     with httpx.stream(
         "POST",
         gateway.base_url + "/chat/completions",
@@ -229,6 +231,8 @@ def test_abandoned_stream_still_gets_a_partial_record(
     if TIKTOKEN_EXACT:
         assert record.prompt_tokens == QUESTION_TOKENS  # estimated with tiktoken: same figure for this message
     assert record.completion_tokens < ANSWER_TOKENS
+    # A client that leaves is no error of the gateway's: nothing logged above INFO (no "Exception in ASGI app").
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
 
 
 def test_completions_and_its_stream(gateway: GatewayHandle) -> None:
