@@ -8,8 +8,8 @@ process): httpx's own pool ~5x aiohttp's CPU per request (encode/httpx#3215), ai
 
 What it does: a pool of keep-alive connections per origin (the most recently used first; a connection the
 upstream closed is dropped from it), TLS for ``https`` with the system's and certifi's authorities, a
-connect timeout, a read timeout on every wait for bytes, the answer's body handed on as it arrives (reading
-pauses while more than ``_HIGH_WATER`` bytes wait), and one retry on a fresh connection when a pooled one
+connect timeout, a read timeout on every wait for bytes, the answer's body handed on as it arrives, what
+arrived together in one piece (reading pauses while more than ``_HIGH_WATER`` bytes wait), and one retry on a fresh connection when a pooled one
 turns out closed before any byte of the answer came. No proxies (requests go straight to the upstream).
 
 Errors are httpx's: ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError`` (the
@@ -188,13 +188,17 @@ class _Connection(asyncio.Protocol):
     async def chunks(self, read_timeout: float | None) -> AsyncIterator[bytes]:
         """The answer's body as it arrives."""
         while True:
-            while self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport is not None:
+            if self._chunks:
+                # All that has arrived, as one piece: the HTTP chunks of one read (an SSE event each, as upstreams
+                # send them) go on to the client in one write, not one each; nothing is held back for more.
+                chunk = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
+                if self._paused and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
                 yield chunk
+                continue
             if self.complete:
                 return
             if self.error is not None:
