@@ -9,8 +9,9 @@ process): httpx's own pool ~5x aiohttp's CPU per request (encode/httpx#3215), ai
 What it does: a pool of keep-alive connections per origin (the most recently used first; a connection the
 upstream closed is dropped from it), TLS for ``https`` with the system's and certifi's authorities, a
 connect timeout, a read timeout on every wait for bytes, the answer's body handed on as it arrives, what
-arrived together in one piece (reading pauses while more than ``_HIGH_WATER`` bytes wait), and one retry on a fresh connection when a pooled one
-turns out closed before any byte of the answer came. No proxies (requests go straight to the upstream).
+arrived together in one piece (reading pauses while more than ``_HIGH_WATER`` bytes wait), and one retry on
+a fresh connection when a pooled one turns out closed before any byte of the answer came. No proxies
+(requests go straight to the upstream).
 
 Errors are httpx's: ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError`` (the
 upstream closed the connection or answered something that is not HTTP), ``UnsupportedProtocol``.
