@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,16 +65,17 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     request_id: str = field(default_factory=lambda: "req_" + os.urandom(16).hex())  # uuid4's 1.5 µs, a fifth
 
-    def attempts(self) -> list[Attempt]:
+    def attempts(self) -> Iterator[Attempt]:
+        """The targets to try, in turn: each is prepared only when the one before it has failed."""
         spec = self.alias.spec
         sticky = self.body.get("user")
         target, served_by, weight = spec.choose(sticky if isinstance(sticky, str) and sticky else self.request_id)
         # A target past its shutdown date would only fail: its fallback serves at once.
         retired = spec.fallback is not None and self.gateway.shutdown_dates.passed(target.upstream, target.model)
-        plan = [] if retired else [self._attempt(target, served_by, weight)]
+        if not retired:
+            yield self._attempt(target, served_by, weight)
         if spec.fallback:
-            plan.append(self._attempt(spec.fallback, "fallback", None))
-        return plan
+            yield self._attempt(spec.fallback, "fallback", None)
 
     def _attempt(self, target: Target, served_by: str, weight: int | None) -> Attempt:
         payload = dict(self.body)
@@ -183,10 +184,10 @@ def _upstream_error(
 
 async def forward(exchange: Exchange) -> Answer:
     """Try each target in turn; answer from the first that serves."""
-    attempts = exchange.attempts()
     stream = bool(exchange.body.get("stream"))
     last_error: GatewayError | None = None
-    for attempt in attempts:
+    attempt: Attempt | None = None
+    for attempt in exchange.attempts():
         url = attempt.upstream.base_url + exchange.path
         headers = upstream_headers(attempt.upstream, exchange.request_id)
         content = orjson.dumps(attempt.payload)
@@ -204,8 +205,8 @@ async def forward(exchange: Exchange) -> Answer:
             continue
         return response
     # One record per request: a target that failed and was followed by another spent nothing worth keeping.
-    assert last_error is not None
-    exchange.record(attempts[-1], status=last_error.status, usage=None)
+    assert last_error is not None and attempt is not None
+    exchange.record(attempt, status=last_error.status, usage=None)
     last_error.headers = {"x-request-id": exchange.request_id}
     raise last_error
 
