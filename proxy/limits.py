@@ -221,14 +221,15 @@ class Limits:
         self._spend = Coalesced(self._spent)
         # SQLite is a local file whose WAL readers never wait for writers: its spend can be read on the event loop
         # (~3 µs; no thread hop). PostgreSQL's is a network round trip: read on a thread, shared (Coalesced).
-        self._local_spend = sqlite_counters(engine)  # used on the event loop
+        # Alone, a charge an answer waits for is committed on the event loop too (~20 µs, two thread hops fewer),
+        # unless another connection holds SQLite's write lock: then it goes to the charger, which waits for it.
+        # One connection does both: a connection keeps its page cache across its own commits, and drops it after
+        # another's (measured at one connection: a read ~29 µs and a charge ~62 µs on two connections).
+        self._loop_counters = sqlite_counters(engine, wait=False)  # used on the event loop only
         # The charger's own connection (SQLite or PostgreSQL), and PostgreSQL's for the shared reads (one at a time).
         self._local_charge: SqliteCounters | PgCounters | None = sqlite_counters(engine) or pg_counters(engine)
         self._thread_spend = pg_counters(engine)
         self._thread_spend_lock = threading.Lock()
-        # Alone, a charge an answer waits for is committed on the event loop (~20 µs, two thread hops fewer),
-        # unless another connection holds SQLite's write lock: then it goes to the charger, which waits for it.
-        self._loop_charge = sqlite_counters(engine, wait=False)
         self._loop_charge_after = 0.0  # time.monotonic() before which charges go to the charger (see _charged_here)
         self._calls = 0  # model calls this process is answering (see calling)
 
@@ -243,7 +244,7 @@ class Limits:
             self._lock.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        for counters in (self._local_spend, self._local_charge, self._loop_charge, self._thread_spend):
+        for counters in (self._loop_counters, self._local_charge, self._thread_spend):
             if counters is not None:
                 counters.close()
 
@@ -280,8 +281,8 @@ class Limits:
             for attempt in range(_RECHECKS + 1):
                 # Alone, the read on the loop answers soonest; under load a shared read on a thread costs the loop
                 # less and lets the charges that follow commit together (measured: bench/RESULTS.md).
-                here = self._local_spend is not None and not self._waiting
-                spent, pending = self._spent_here(key) if here else await self._spend.get(key)
+                found = self._spent_here(key) if not self._waiting else None
+                spent, pending = found if found is not None else await self._spend.get(key)
                 if spent < limits.budget.hard_e8:
                     break
                 if pending and attempt < _RECHECKS:
@@ -322,11 +323,14 @@ class Limits:
         with self._engine.connect() as connection:
             return spent_e8(db=connection, team_id=key[0], month=key[1]) + pending, pending
 
-    def _spent_here(self, key: tuple[int, str]) -> tuple[int, int]:
-        """:meth:`_spent` on the event loop, from SQLite."""
-        assert self._local_spend is not None
+    def _spent_here(self, key: tuple[int, str]) -> tuple[int, int] | None:
+        """:meth:`_spent` on the event loop, from SQLite; None on PostgreSQL, or when SQLite asks this reader to
+        wait (a rare case in WAL mode: another connection recovering the WAL), which the event loop never does."""
+        if self._loop_counters is None:
+            return None
         pending = self._pending_of(key)
-        return self._local_spend.spent_e8(*key) + pending, pending
+        spent = self._loop_counters.spent_e8_now(*key)
+        return None if spent is None else (spent + pending, pending)
 
     def _pending_of(self, key: tuple[int, str]) -> int:
         with self._lock:
@@ -418,7 +422,7 @@ class Limits:
         """Commit ``item`` on the event loop when no other charge is on its way (SQLite only; see __init__)."""
         # With other calls on, the charger commits theirs with this one in one transaction: cheaper than one each.
         if (
-            self._loop_charge is None
+            self._loop_counters is None
             or self._calls > 1
             or self._waiting
             or self._queue
@@ -426,9 +430,9 @@ class Limits:
         ):
             return False
         spend, tokens = _sums([item])
-        totals = self._loop_charge.charge(spend, tokens)
+        totals = self._loop_counters.charge(spend, tokens)
         if totals is None:  # another connection is writing: the charger waits for it
-            if self._loop_charge.busy_elsewhere:
+            if self._loop_counters.busy_elsewhere:
                 # Other processes write to this file too (`serve --workers N`): a transaction per request would make
                 # them wait for the lock in SQLite's busy handler (1, 2, 5 ms sleeps); the charger's batches don't.
                 self._loop_charge_after = item.queued + LOOP_CHARGE_BACKOFF

@@ -395,6 +395,15 @@ class SqliteCounters(_Counters):
     def spent_e8(self, team_id: int, month: str) -> int:
         return self._read(self._raw.driver_connection, team_id, month)
 
+    def spent_e8_now(self, team_id: int, month: str) -> int | None:
+        """:meth:`spent_e8`, or None when SQLite would have the reader wait (``wait=False``: it does not)."""
+        try:
+            return self.spent_e8(team_id, month)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                return None
+            raise
+
     def charge(
         self, spend: Mapping[tuple[int, str], int], tokens: Mapping[tuple[str, int], int]
     ) -> dict[tuple[int, str], int] | None:
