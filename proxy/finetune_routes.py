@@ -749,7 +749,7 @@ class FinetuneAdminController(Controller):
     ) -> Response[bytes]:
         """Read every upstream's model list now, instead of at the next ``retirement_check_interval``."""
         gateway = gateway_of(request)
-        poller = FinetunePoller(gateway)
+        poller = FinetunePoller(gateway, on_loop=True)
         try:
             await anyio.to_thread.run_sync(poller.check_retirements)
         finally:
