@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.scenarios import UPSTREAM_KEY
+
 VERSION = "1.108.7"
 MASTER_KEY = "sk-bench-litellm-master"
 
@@ -71,7 +73,7 @@ def write_config(path: Path, *, upstream_base_url: str, model: str, fallback_mod
                 "litellm_params": {
                     "model": f"openai/{model}",
                     "api_base": upstream_base_url,
-                    "api_key": "sk-bench-upstream",
+                    "api_key": UPSTREAM_KEY,
                 },
             },
             {
@@ -79,7 +81,7 @@ def write_config(path: Path, *, upstream_base_url: str, model: str, fallback_mod
                 "litellm_params": {
                     "model": f"openai/{fallback_model}",
                     "api_base": upstream_base_url,
-                    "api_key": "sk-bench-upstream",
+                    "api_key": UPSTREAM_KEY,
                 },
             },
         ],

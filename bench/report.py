@@ -119,14 +119,14 @@ def _worker_rss(snapshot: Snapshot, workers: list[int], field: str = "rss") -> l
     return [values.get(pid, 0) for pid in workers if pid in values] or list(values.values())
 
 
+def verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "**not met**")
+
+
 def targets(run: Run) -> list[tuple[str, str, str]]:
     """(target, the figure measured, met?) for each target of issue 6."""
     label = _main_label(run)
     found: list[tuple[str, str, str]] = []
-
-    def verdict(ok: bool | None) -> str:
-        return "–" if ok is None else ("met" if ok else "**not met**")
-
     lite = run.litellm.get("label")
     for scenario in (NON_STREAM_64, STREAM_64):
         # The slower of the two passes: on a shared machine a pass can lose a quarter to other work.
@@ -202,34 +202,31 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
         two = run.row(two_workers, scenario)
         if one and two:
             best = max(one, key=lambda r: r["rps"])
-            ratio = two["rps"] / best["rps"]
             ceiling = scaling_ceiling(best, run.machine["nproc"])
-            allowed = f"; the cores left allow {ceiling:.2f}×" if ceiling else ""
-            found.append(
-                (
-                    f"2 workers ≥ 1.6× 1 worker, {scenario.name}, 64 connections{team}",
-                    f"{ratio:.2f}× ({two['rps']:,.0f} vs {best['rps']:,.0f} req/s{allowed})",
-                    verdict(ratio >= 1.6),
-                )
-            )
+            found.append(_scaling(f"{scenario.name}, 64 connections{team}", best["rps"], two["rps"], "", ceiling))
     for scenario in (NON_STREAM_64, STREAM_64):
         # Against bench/replay.py, in alternating rounds: the ratio of the mean req/s of each side.
         ones = [r for r in run.rows if r["server"].startswith(REPLAYED) and r["scenario"] == scenario.key]
         twos = [r for r in run.rows if r["server"].startswith(REPLAYED_2) and r["scenario"] == scenario.key]
         if ones and twos:
             one_rps, two_rps = (sum(r["rps"] for r in side) / len(side) for side in (ones, twos))
-            ratio = two_rps / one_rps
             rounds = f", mean of {len(twos)} rounds" if len(twos) > 1 else ""
             ceilings = [c for c in (scaling_ceiling(r, run.machine["nproc"]) for r in ones) if c]
-            allowed = f"; the cores left allow {sum(ceilings) / len(ceilings):.2f}×" if ceilings else ""
-            found.append(
-                (
-                    f"2 workers ≥ 1.6× 1 worker, {scenario.name}, 64 connections, replayed upstream",
-                    f"{ratio:.2f}× ({two_rps:,.0f} vs {one_rps:,.0f} req/s{rounds}{allowed})",
-                    verdict(ratio >= 1.6),
-                )
-            )
+            ceiling = sum(ceilings) / len(ceilings) if ceilings else None
+            what = f"{scenario.name}, 64 connections, replayed upstream"
+            found.append(_scaling(what, one_rps, two_rps, rounds, ceiling))
     return found
+
+
+def _scaling(what: str, one_rps: float, two_rps: float, note: str, ceiling: float | None) -> tuple[str, str, str]:
+    """The 2-worker target's row: the ratio measured, and the most the machine's cores left allow."""
+    ratio = two_rps / one_rps
+    allowed = f"; the cores left allow {ceiling:.2f}×" if ceiling else ""
+    return (
+        f"2 workers ≥ 1.6× 1 worker, {what}",
+        f"{ratio:.2f}× ({two_rps:,.0f} vs {one_rps:,.0f} req/s{note}{allowed})",
+        verdict(ratio >= 1.6),
+    )
 
 
 def targets_table(run: Run) -> str:

@@ -30,6 +30,7 @@ from bench.procs import Server, Snapshot, free_port
 from bench.scenarios import (
     ADMIN_KEY,
     COMPARISON,
+    DIRECT_HEADERS,
     MAIN,
     NON_STREAM_64,
     REPLAYED,
@@ -39,6 +40,7 @@ from bench.scenarios import (
     THROUGHPUT,
     UNBUDGETED,
     UNBUDGETED_TEAM,
+    UPSTREAM_KEY,
     UPSTREAM_KEY_ENV,
     Scenario,
     client_body,
@@ -208,7 +210,7 @@ def start_gateway(run: Run, config: Path, port: int, *, workers: int, name: str)
     server = Server(
         name,
         argv,
-        env=_env({"TUNEGATE_ADMIN_KEY": ADMIN_KEY, UPSTREAM_KEY_ENV: "sk-bench-upstream"}),
+        env=_env({"TUNEGATE_ADMIN_KEY": ADMIN_KEY, UPSTREAM_KEY_ENV: UPSTREAM_KEY}),
         log=run.options.work / "gateway.log",
         cwd=run.options.work,
     )
@@ -297,9 +299,8 @@ def bench(opts: Options) -> Run:
         _progress(f"tunegate ready in {cold.ready_s:.2f} s (empty database), {gateway.ready_s:.2f} s (existing)")
 
         headers = {"authorization": f"Bearer {key}"}
-        direct_headers = {"authorization": "Bearer sk-bench-upstream"}
         for scenario in MAIN:
-            call = Call("127.0.0.1", upstream_port, "/v1/chat/completions", upstream_body(scenario), direct_headers)
+            call = Call("127.0.0.1", upstream_port, "/v1/chat/completions", upstream_body(scenario), DIRECT_HEADERS)
             measure(run, "fake upstream (direct)", scenario, _stream(call, scenario), upstream)
         passes = []
         for number in (1, 2):
@@ -352,10 +353,9 @@ def scale_on_replay(run: Run, database_url: str, ports: tuple[int, int], headers
     that the 2-worker comparison is not decided by how much of the two cores the fake upstream takes."""
     work = run.options.work
     upstream_port, gateway_port = ports
-    direct = {"authorization": "Bearer sk-bench-upstream"}
     url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
-    completion = httpx.post(url, content=upstream_body(NON_STREAM_64), headers=direct, timeout=30)
-    stream = httpx.post(url, content=upstream_body(STREAM_64), headers=direct, timeout=30)
+    completion = httpx.post(url, content=upstream_body(NON_STREAM_64), headers=DIRECT_HEADERS, timeout=30)
+    stream = httpx.post(url, content=upstream_body(STREAM_64), headers=DIRECT_HEADERS, timeout=30)
     completion.raise_for_status()
     stream.raise_for_status()
     answers = work / "replay-answers.json"

@@ -24,6 +24,8 @@ ADMIN_KEY = "tg-bench-admin"
 REPLAYED = "tunegate, replayed upstream"  # the rows against bench.replay (see bench/replay.py)
 REPLAYED_2 = "tunegate (2 workers), replayed upstream"
 UPSTREAM_KEY_ENV = "BENCH_UPSTREAM_KEY"
+UPSTREAM_KEY = "sk-bench-upstream"  # what the gateway, LiteLLM and the direct load send the fake upstream
+DIRECT_HEADERS = {"authorization": f"Bearer {UPSTREAM_KEY}"}  # the load straight to the upstream
 
 
 @dataclass(frozen=True)

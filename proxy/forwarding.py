@@ -230,10 +230,14 @@ class JSONAnswer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())]
-        headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()]
+        headers += _encoded(self.headers)
         start: HTTPResponseStartEvent = {"type": "http.response.start", "status": self.status_code, "headers": headers}
         await send(start)
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
@@ -254,9 +258,7 @@ class SSEAnswer:
         self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _SSE_HEADERS + [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()
-        ]
+        headers = _SSE_HEADERS + _encoded(self.headers)
         start: HTTPResponseStartEvent = {"type": "http.response.start", "status": 200, "headers": headers}
         await send(start)
         relay = asyncio.current_task()

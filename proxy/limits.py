@@ -107,15 +107,11 @@ class _Charge:
     queued: float  # time.monotonic() when handed in
 
 
-def _settle(futures: list[asyncio.Future[bool]]) -> None:
+def _settle(futures: list[asyncio.Future[bool]], committed: bool = True) -> None:
+    """End the answers' wait: their charges are committed, or (False) SETTLE_TIMEOUT is up and they go anyway."""
     for future in futures:
         if not future.done():
-            future.set_result(True)  # committed
-
-
-def _give_up(future: asyncio.Future[bool]) -> None:
-    if not future.done():
-        future.set_result(False)  # not committed within SETTLE_TIMEOUT: the answer is sent anyway
+            future.set_result(committed)
 
 
 _RECHECKS = 3  # how often a refusal that counted uncommitted charges is looked at again
@@ -449,7 +445,7 @@ class Limits:
         if done is None:
             return
         # A timer that ends the wait, not asyncio.timeout (which costs ~3% of a request: its cancel bookkeeping).
-        timer = asyncio.get_running_loop().call_later(SETTLE_TIMEOUT, _give_up, done)
+        timer = asyncio.get_running_loop().call_later(SETTLE_TIMEOUT, _settle, [done], False)
         try:
             committed = await done
         finally:

@@ -37,7 +37,17 @@ def require(body: dict[str, Any], field: str, kind: type | tuple[type, ...], wha
     return value
 
 
-async def _proxy(request: Request[Any, Any, Any], *, endpoint: str, path: str, required: dict[str, Any]) -> ASGIApp:
+# The model calls: the path after /v1, the endpoint their usage records name, and the fields they must have.
+MODEL_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "/chat/completions": ("chat.completions", {"messages": (list, "a non-empty array of messages")}),
+    "/completions": ("completions", {"prompt": ((str, list), "a string or an array")}),
+    "/embeddings": ("embeddings", {"input": ((str, list), "a string or an array")}),
+}
+
+
+async def model_call(request: Request[Any, Any, Any], path: str) -> ASGIApp:
+    """The model call at ``path`` (one of MODEL_CALLS): checked, limited, forwarded; its answer."""
+    endpoint, required = MODEL_CALLS[path]
     gateway = gateway_of(request)
     caller = await gateway.authenticate(request.headers.get("authorization"))
     if caller.role != "team":
@@ -50,21 +60,8 @@ async def _proxy(request: Request[Any, Any, Any], *, endpoint: str, path: str, r
     with gateway.limits.calling():
         quota = await gateway.limits.admit(caller)  # budget and rate limits: a 429 before anything is spent
         answer = await quota.finish(await forward(Exchange(gateway, caller, endpoint, path, alias, body)))
-    # Declared an ASGI app so that litestar sends a JSONAnswer as it is; a Response (a stream) it still converts.
+    # A JSONAnswer or an SSEAnswer: ASGI apps, which litestar sends as they are.
     return cast("ASGIApp", answer)
-
-
-# The model calls: the path after /v1, the endpoint their usage records name, and the fields they must have.
-MODEL_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
-    "/chat/completions": ("chat.completions", {"messages": (list, "a non-empty array of messages")}),
-    "/completions": ("completions", {"prompt": ((str, list), "a string or an array")}),
-    "/embeddings": ("embeddings", {"input": ((str, list), "a string or an array")}),
-}
-
-
-async def model_call(request: Request[Any, Any, Any], path: str) -> ASGIApp:
-    endpoint, required = MODEL_CALLS[path]
-    return await _proxy(request, endpoint=endpoint, path=path, required=required)
 
 
 class OpenAIController(Controller):

@@ -400,7 +400,7 @@ class SqliteCounters(_Counters):
         try:
             return self.spent_e8(team_id, month)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            if _busy(exc):
                 return None
             raise
 
@@ -418,7 +418,7 @@ class SqliteCounters(_Counters):
             connection.commit()
         except sqlite3.OperationalError as exc:
             connection.rollback()
-            if not self._wait and exc.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            if not self._wait and _busy(exc):
                 self.busy_elsewhere = True  # another process is writing
                 return None
             raise
@@ -431,6 +431,11 @@ class SqliteCounters(_Counters):
 
     def close(self) -> None:
         self._raw.close()
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite asked the caller to wait: another connection holds the lock it needs."""
+    return exc.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
 def sqlite_counters(engine: Engine, *, wait: bool = True) -> SqliteCounters | None:
