@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -15,15 +14,15 @@ from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from config import Settings
-from proxy.admin_routes import ADMIN_CONTROLLERS
 from proxy.dashboard import DashboardController
 from proxy.errors import GatewayError, handle_exception
-from proxy.finance_routes import FinanceController, TeamUsageController
-from proxy.finetune_poller import FinetuneBackground
-from proxy.finetune_routes import finetune_route_handlers
-from proxy.gateway import Gateway, gateway_of
+from proxy.finetune.background import FinetuneBackground
 from proxy.metrics import metrics_endpoint
-from proxy.openai_routes import MODEL_CALLS, OpenAIController, model_call
+from proxy.routes.admin import ADMIN_CONTROLLERS
+from proxy.routes.finance import FinanceController, TeamUsageController
+from proxy.routes.finetune import finetune_route_handlers
+from proxy.routes.openai import MODEL_CALLS, OpenAIController, model_call
+from proxy.state import Gateway, gateway_of
 from registry.db import ping
 
 
@@ -115,19 +114,3 @@ class ModelCalls:
         except Exception as exc:
             answer = handle_exception(request, exc).to_asgi_response(app=self._app, request=request)
         await answer(scope, receive, send)
-
-
-def create_app_from_env() -> Litestar:
-    """One worker of ``tunegate serve --workers N`` (uvicorn imports it by name, once per worker process).
-
-    Settings come from $TUNEGATE_CONFIG and the environment, as the parent read them; the parent has migrated
-    the database and applied the file already.
-    """
-    from config import load_settings
-    from proxy.cli.serve import PREPARED_ENV, configure_logging, demo_upstreams, lean_serving_process
-
-    configure_logging()
-    lean_serving_process()
-    settings = demo_upstreams(load_settings())
-    prepared = os.environ.get(PREPARED_ENV) == "1"
-    return create_app(settings, gateway=Gateway(settings, prepared=prepared))

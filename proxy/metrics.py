@@ -34,8 +34,8 @@ from sqlmodel import Session, select
 from config import Settings, resolve_secret
 from proxy.errors import GatewayError
 from registry.aliases import AliasSpec
-from registry.finetune_retirement import days_left_by_alias
-from registry.limits import BudgetStatus, budget_status
+from registry.budgets import BudgetStatus, budget_status
+from registry.finetune.retirement import days_left_by_alias
 from registry.models import Alias, AliasVersion, Team
 from registry.usage import Usage
 

@@ -18,9 +18,9 @@ from sqlalchemy import and_
 from sqlmodel import Session, col, select
 
 from registry.audit import record as audit
-from registry.errors import Invalid, NotFound
+from registry.errors import Conflict, Invalid, NotFound
 from registry.models import Alias, AliasVersion, Team, Upstream, utcnow
-from registry.teams import ALIAS_NAME, get_team
+from registry.teams import ALIAS_NAME, check_team_name, get_team
 
 Policy = Literal["prepend", "if_absent", "replace"]
 WILDCARD = "*"
@@ -558,6 +558,22 @@ def list_aliases(*, session: Session, team: str | None = None, deleted: bool = F
         (AliasRow(a, v, t.name if t is not None else None) for a, v, t in rows),
         key=lambda row: (row.alias.name, row.team or ""),
     )
+
+
+def rename_team(*, session: Session, name: str, new_name: str, actor: str) -> Team:
+    """Rename a team; global aliases that list it in ``teams`` get a new version naming it anew."""
+    team = get_team(session=session, name=name)
+    check_team_name(new_name)
+    if new_name == name:
+        return team
+    if session.exec(select(Team).where(Team.name == new_name)).first() is not None:
+        raise Conflict(f"a team named '{new_name}' exists already; choose another name", param="name")
+    team.name = new_name
+    session.add(team)
+    audit(session=session, actor=actor, action="team.rename", target=new_name, old_name=name)
+    session.flush()
+    rename_team_references(session=session, old=name, new=new_name, actor=actor)
+    return team
 
 
 def rename_team_references(*, session: Session, old: str, new: str, actor: str) -> None:

@@ -96,24 +96,6 @@ def list_teams(*, session: Session) -> list[Team]:
     return list(session.exec(select(Team).order_by(Team.name)).all())
 
 
-def rename_team(*, session: Session, name: str, new_name: str, actor: str) -> Team:
-    """Rename a team; global aliases that list it in ``teams`` get a new version naming it anew."""
-    from registry.aliases import rename_team_references  # aliases imports this module
-
-    team = get_team(session=session, name=name)
-    check_team_name(new_name)
-    if new_name == name:
-        return team
-    if session.exec(select(Team).where(Team.name == new_name)).first() is not None:
-        raise Conflict(f"a team named '{new_name}' exists already; choose another name", param="name")
-    team.name = new_name
-    session.add(team)
-    audit(session=session, actor=actor, action="team.rename", target=new_name, old_name=name)
-    session.flush()
-    rename_team_references(session=session, old=name, new=new_name, actor=actor)
-    return team
-
-
 def set_team_disabled(*, session: Session, name: str, disabled: bool, actor: str) -> Team:
     """A disabled team's keys stop working at once (on the next request; other replicas within the cache TTL)."""
     team = get_team(session=session, name=name)

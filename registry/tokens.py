@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -100,7 +99,7 @@ _system_prompts: LRUCache[tuple[str, str], int] = LRUCache(maxsize=4096)
 _system_prompts_lock = threading.Lock()
 
 
-def _system_prompt_tokens_here(prompt: str, model: str) -> int:
+def count_system_prompt(prompt: str, model: str) -> int:
     return 3 + count_text("system", model).tokens + count_text(prompt, model).tokens
 
 
@@ -109,45 +108,34 @@ def system_prompt_tokens(prompt: str, model: str) -> int:
     with _system_prompts_lock:
         counted = _system_prompts.get((prompt, model))
     if counted is None:
-        counted = _system_prompt_tokens_here(prompt, model)
+        counted = count_system_prompt(prompt, model)
         with _system_prompts_lock:
             _system_prompts[(prompt, model)] = counted
     return counted
 
 
-def count_system_prompts_apart(pairs: Iterable[tuple[str, str]]) -> None:
-    """Count the ``(prompt, model)`` pairs not counted yet in a short-lived child process, so that
-    :func:`system_prompt_tokens` answers them from memory and a serving process never holds tiktoken's
-    encodings (about 46 MiB a process) for the prompts it injects. Where the encodings are loaded here
-    already, or the child fails, they are counted here."""
+def uncounted_system_prompts(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``(prompt, model)`` pairs :func:`system_prompt_tokens` would have to count (not in memory yet)."""
     with _system_prompts_lock:
-        missing = sorted({pair for pair in pairs if pair not in _system_prompts})
-    if not missing:
-        return
-    counts: list[int] | None = None
-    if not _encoding.cache_info().currsize:
-        try:
-            child = subprocess.run(
-                [sys.executable, "-m", "registry.tokens"],
-                input=json.dumps(missing).encode(),
-                capture_output=True,
-                timeout=120,
-                check=True,
-            )
-            counts = [int(n) for n in json.loads(child.stdout)]
-        except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
-            log.warning("counting system prompts in a child process failed (%s); counting them here", exc)
-    if counts is None or len(counts) != len(missing):
-        counts = [_system_prompt_tokens_here(prompt, model) for prompt, model in missing]
+        return sorted({pair for pair in pairs if pair not in _system_prompts})
+
+
+def remember_system_prompts(counts: Iterable[tuple[tuple[str, str], int]]) -> None:
+    """Counts made elsewhere (a child process), answered from memory by :func:`system_prompt_tokens`."""
     with _system_prompts_lock:
-        for pair, counted in zip(missing, counts, strict=True):
+        for pair, counted in counts:
             _system_prompts[pair] = counted
 
 
+def encodings_loaded() -> bool:
+    return bool(_encoding.cache_info().currsize)
+
+
 def _main() -> None:
-    """The child of :func:`count_system_prompts_apart`: ``[[prompt, model], ...]`` in, ``[tokens, ...]`` out."""
+    """The child of :func:`proxy.token_counting.count_system_prompts_apart`: ``[[prompt, model], ...]`` in,
+    ``[tokens, ...]`` out."""
     pairs = json.loads(sys.stdin.buffer.read())
-    json.dump([_system_prompt_tokens_here(prompt, model) for prompt, model in pairs], sys.stdout)
+    json.dump([count_system_prompt(prompt, model) for prompt, model in pairs], sys.stdout)
 
 
 if __name__ == "__main__":

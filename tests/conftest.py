@@ -23,7 +23,7 @@ if (SHARED / "tiktoken_cache").is_dir():
 from config import load_settings  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.fake_upstream import FakeUpstream  # noqa: E402
-from proxy.gateway import Gateway  # noqa: E402
+from proxy.state import Gateway  # noqa: E402
 from registry.models import UsageRecord  # noqa: E402
 from registry.tokens import count_text  # noqa: E402
 from tests.utils.servers import ServerThread, free_port  # noqa: E402

@@ -9,105 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-class CommandError(Exception):
-    """The server refused, or could not be reached: exit 1 with this message."""
-
-
-class UsageError(Exception):
-    """The command line or environment cannot be used: exit 2 with this message."""
-
-
-class AdminClient:
-    def __init__(self, url: str, key: str) -> None:
-        import httpx
-
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {key}"}, timeout=60)
-
-    def call(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        import httpx
-
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            response = self.http.request(method, path, json=body, params=query)
-        except httpx.HTTPError as exc:
-            raise CommandError(f"cannot reach the gateway at {self.url}: {exc}") from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if response.status_code >= 400:
-            error = data.get("error") if isinstance(data, dict) else None
-            message = error.get("message") if isinstance(error, dict) else response.text.strip()
-            raise CommandError(f"{message} (HTTP {response.status_code})")
-        return data
-
-
-Handler = Callable[[argparse.Namespace, AdminClient], tuple[Any, str]]
-
-
-def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            key = os.environ.get("TUNEGATE_ADMIN_KEY")
-            if not key:
-                raise UsageError("set TUNEGATE_ADMIN_KEY to an admin key of the gateway")
-            data, text = handler(args, AdminClient(args.url, key))
-        except UsageError as exc:
-            print(f"tunegate: {exc}", file=sys.stderr)
-            return 2
-        except CommandError as exc:
-            print(f"tunegate: error: {exc}", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(data, indent=2, ensure_ascii=False))
-        elif text:
-            print(text)
-        return 0
-
-    return run
-
+from proxy.cli.client import AdminClient, Handler, UsageError, common_options, runner
+from proxy.cli.output import lineage_text, short, table, when
 
 # -- output ------------------------------------------------------------------------------------------------
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
-    return str(value)
-
-
-def _when(value: str | None) -> str:
-    return value[:19].replace("T", " ") if value else "-"
-
-
-def _short(text: str | None, width: int = 60) -> str:
-    if not text:
-        return "-"
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _scope(alias: dict[str, Any]) -> str:
@@ -125,7 +34,7 @@ def _split(alias: dict[str, Any]) -> str:
 
 
 def _team_row(t: dict[str, Any]) -> list[Any]:
-    return [t["name"], "disabled" if t["disabled"] else "enabled", t.get("active_keys"), _when(t["created_at"])]
+    return [t["name"], "disabled" if t["disabled"] else "enabled", t.get("active_keys"), when(t["created_at"])]
 
 
 def team_create(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
@@ -141,7 +50,7 @@ def team_list(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
 def team_show(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
     team = client.call("GET", f"/admin/teams/{args.name}")
     lines = [
-        f"team {team['name']} ({'disabled' if team['disabled'] else 'enabled'}), created {_when(team['created_at'])}",
+        f"team {team['name']} ({'disabled' if team['disabled'] else 'enabled'}), created {when(team['created_at'])}",
         f"aliases: {', '.join(team['aliases']) or '-'}",
         "",
         _keys_table(team["keys"]),
@@ -166,7 +75,7 @@ def team_disable(args: argparse.Namespace, client: AdminClient) -> tuple[Any, st
 def _keys_table(keys: list[dict[str, Any]]) -> str:
     rows = [
         [k["id"], k["prefix"] + "…", k["name"], k["team"], k["role"], k["allowed_aliases"] or "(all)",
-         _when(k["expires_at"]), k["status"]]
+         when(k["expires_at"]), k["status"]]
         for k in keys
     ]  # fmt: skip
     return table(["id", "prefix", "name", "team", "role", "aliases", "expires", "status"], rows)
@@ -297,11 +206,11 @@ def _describe_alias(alias: dict[str, Any]) -> list[str]:
         label = "target" if entry["served_by"] == "model" else "canary"
         lines.append(f"  {label:<9} {entry['upstream']} / {entry['model']}  {entry['weight']}%")
     if spec["target"].get("system_prompt"):
-        lines.append(f"  prompt    {_short(spec['target']['system_prompt'])}")
+        lines.append(f"  prompt    {short(spec['target']['system_prompt'])}")
     fallback = spec.get("fallback")
     if fallback:
         lines.append(f"  fallback  {fallback['upstream']} / {fallback['model']}")
-        lines.append(f"  fb prompt {_short(fallback.get('system_prompt'))}")
+        lines.append(f"  fb prompt {short(fallback.get('system_prompt'))}")
     lines.append(f"  policy    {spec['policy']}")
     lines.append(f"  teams     {', '.join(spec['teams']) or '(every team)'}")
     return lines
@@ -309,7 +218,7 @@ def _describe_alias(alias: dict[str, Any]) -> list[str]:
 
 def _versions_table(versions: list[dict[str, Any]]) -> str:
     rows = [
-        [f"v{v['version']}", f"v{v['based_on']}" if v["based_on"] else "-", _when(v["created_at"]), v["created_by"],
+        [f"v{v['version']}", f"v{v['based_on']}" if v["based_on"] else "-", when(v["created_at"]), v["created_by"],
          _target_of(v["spec"]), v["reason"] or "-"]
         for v in versions
     ]  # fmt: skip
@@ -326,8 +235,6 @@ def _target_of(spec: dict[str, Any]) -> str:
 
 
 def alias_show(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
-    from proxy.cli.finetune import lineage_text  # that module builds on this one
-
     alias = client.call("GET", _alias_path(args.name), params={"team": args.team})
     lines = [*_describe_alias(alias), "", "lineage (the current version, then the versions it was made from)"]
     lines.append(_versions_table(alias["lineage"]))
@@ -341,7 +248,7 @@ def alias_list(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]
         [a["name"], a["team"] or "(global)", f"v{a['version']}",
          "deleted" if a["deleted"] else "disabled" if a["disabled"] else "enabled",
          a["spec"]["target"]["upstream"], "(requested name)" if a["pattern"] else _split(a),
-         (a["spec"].get("fallback") or {}).get("model"), _when(a["updated_at"])]
+         (a["spec"].get("fallback") or {}).get("model"), when(a["updated_at"])]
         for a in aliases
     ]  # fmt: skip
     return aliases, table(["alias", "team", "version", "state", "upstream", "model", "fallback", "updated"], rows)
@@ -378,7 +285,7 @@ def alias_state(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str
 
 
 def _upstreams_table(upstreams: list[dict[str, Any]]) -> str:
-    rows = [[u["name"], u["base_url"], u["api_key"], u["used_by"], _when(u["updated_at"])] for u in upstreams]
+    rows = [[u["name"], u["base_url"], u["api_key"], u["used_by"], when(u["updated_at"])] for u in upstreams]
     return table(["upstream", "base url", "api key", "used by", "updated"], rows)
 
 
@@ -410,8 +317,8 @@ def audit(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
     params = {"limit": args.limit, "actor": args.actor, "action": args.action, "target": args.target}
     entries = client.call("GET", "/admin/audit", params=params)
     rows = [
-        [e["id"], _when(e["created_at"]), e["actor"], e["action"], e["target"],
-         _short(", ".join(f"{k}={v}" for k, v in e["detail"].items() if v not in (None, "")), 70)]
+        [e["id"], when(e["created_at"]), e["actor"], e["action"], e["target"],
+         short(", ".join(f"{k}={v}" for k, v in e["detail"].items() if v not in (None, "")), 70)]
         for e in entries
     ]  # fmt: skip
     return entries, table(["id", "when", "actor", "action", "target", "detail"], rows)
@@ -433,9 +340,9 @@ def describe_change(change: dict[str, Any]) -> list[str]:
     for field, values in change["fields"].items():
         before, after = values["before"], values["after"]
         if change["action"] == "create":
-            lines.append(f"    {field}: {_short(_value(after), 100)}")
+            lines.append(f"    {field}: {short(_value(after), 100)}")
         else:
-            lines.append(f"    {field}: {_short(_value(before), 60)} → {_short(_value(after), 60)}")
+            lines.append(f"    {field}: {short(_value(before), 60)} → {short(_value(after), 60)}")
     return lines
 
 
@@ -469,15 +376,6 @@ def apply(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
 # -- the parser ----------------------------------------------------------------------------------------------
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url", default=os.environ.get("TUNEGATE_URL", DEFAULT_URL), help="the gateway (default: $TUNEGATE_URL)"
-    )
-    common.add_argument("--json", action="store_true", help="print the server's JSON answer")
-    return common
-
-
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -486,12 +384,12 @@ def _command(
     common: argparse.ArgumentParser,
 ) -> Any:
     parser = sub.add_parser(name, help=help, parents=[common])
-    parser.set_defaults(run=_runner(handler))
+    parser.set_defaults(run=runner(handler))
     return parser
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = _common()
+    common = common_options()
 
     team = sub.add_parser("team", help="teams: create, list, show, rename, disable, enable")
     teams = team.add_subparsers(dest="team_command", required=True, metavar="ACTION")
@@ -557,15 +455,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ):
         parser = aliases.add_parser(name, help=text, parents=[common, scope])
         parser.add_argument("name")
-        parser.set_defaults(run=_runner(handler))
+        parser.set_defaults(run=runner(handler))
     listing = aliases.add_parser("list", help="list aliases", parents=[common, scope])
     listing.add_argument("--deleted", action="store_true", help="include deleted aliases")
-    listing.set_defaults(run=_runner(alias_list))
+    listing.set_defaults(run=runner(alias_list))
     rollback = aliases.add_parser("rollback", help="a new version copying an old one", parents=[common, scope])
     rollback.add_argument("name")
     rollback.add_argument("version", help="3 or v3")
     rollback.add_argument("--reason")
-    rollback.set_defaults(run=_runner(alias_rollback))
+    rollback.set_defaults(run=runner(alias_rollback))
 
     upstream = sub.add_parser("upstream", help="upstreams: set, list, show, delete")
     upstreams = upstream.add_subparsers(dest="upstream_command", required=True, metavar="ACTION")

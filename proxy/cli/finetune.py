@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from proxy.cli.admin import AdminClient, UsageError, _common, _runner, table
+from proxy.cli.client import AdminClient, UsageError, common_options, runner
+from proxy.cli.output import file_line, lineage_text, table, when
 
 DEFAULT_MODEL = "gpt-3.5-turbo-0613"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = _common()
+    common = common_options()
     finetune = sub.add_parser("finetune", help="fine-tuning: validate a file, list and follow jobs, promote")
     actions = finetune.add_subparsers(dest="finetune_command", required=True, metavar="ACTION")
 
@@ -35,28 +36,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     listing = actions.add_parser("list", help="fine-tuning jobs of every team", parents=[common])
     listing.add_argument("--team")
     listing.add_argument("--status", help="validating_files, queued, running, succeeded, failed or cancelled")
-    listing.set_defaults(run=_runner(job_list))
+    listing.set_defaults(run=runner(job_list))
 
     status = actions.add_parser("status", help="a job, its events and its lineage", parents=[common])
     status.add_argument("job")
-    status.set_defaults(run=_runner(job_status))
+    status.set_defaults(run=runner(job_status))
 
     promote = actions.add_parser("promote", help="make a succeeded job's model serve its alias", parents=[common])
     promote.add_argument("job")
     promote.add_argument("--canary", type=int, metavar="N", help="as a canary taking N%% of the traffic first")
-    promote.set_defaults(run=_runner(job_promote))
+    promote.set_defaults(run=runner(job_promote))
 
     lineage = actions.add_parser(
         "lineage", help="an alias's version → model → job → training file → validation", parents=[common]
     )
     lineage.add_argument("alias")
     lineage.add_argument("--team", help="the owning team of a team alias; omit: the global alias")
-    lineage.set_defaults(run=_runner(alias_lineage))
+    lineage.set_defaults(run=runner(alias_lineage))
 
     retire = actions.add_parser("retirements", help="aliases whose targets retire soon (or have)", parents=[common])
     retire.add_argument("--window-days", type=int, help="default: finetune.retirement_window_days")
     retire.add_argument("--refresh", action="store_true", help="read every upstream's model list first")
-    retire.set_defaults(run=_runner(retirement_list))
+    retire.set_defaults(run=runner(retirement_list))
 
     model = sub.add_parser("model", help="models fine-tuned outside the gateway: register, list")
     models = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -67,8 +68,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     register_model.add_argument("--upstream", required=True)
     register_model.add_argument("--base-model", help="the model it was fine-tuned from")
     register_model.add_argument("--note", default="")
-    register_model.set_defaults(run=_runner(model_register))
-    models.add_parser("list", help="registered external models", parents=[common]).set_defaults(run=_runner(model_list))
+    register_model.set_defaults(run=runner(model_register))
+    models.add_parser("list", help="registered external models", parents=[common]).set_defaults(run=runner(model_list))
 
 
 # -- validate (offline) ----------------------------------------------------------------------------------
@@ -76,8 +77,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     from config.prices import PriceTableError
-    from registry.finetune import training_price
-    from registry.finetune_validation import validate_path
+    from registry.finetune.jobs import training_price
+    from registry.finetune.validation import validate_path
     from registry.pricing import PriceTable
 
     try:
@@ -103,61 +104,6 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 # -- over the admin API ----------------------------------------------------------------------------------
-
-
-def _when(value: int | str | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return value[:19].replace("T", " ")
-
-
-def _file_line(file: dict[str, Any] | None) -> str:
-    if not file:
-        return "training file: unknown"
-    line = f"training file {file['id']} ({file['filename']}, {file['bytes']} bytes, sha256 {file['sha256']})"
-    summary = file.get("validation")
-    if summary:
-        cost = summary.get("estimated_cost_usd")
-        line += (
-            f"\n      validated for {summary['model']}: {summary['examples']} examples ({summary['valid_examples']} "
-            f"valid), {summary['errors']} error(s), {summary['warnings']} warning(s), {summary['tokens_total']} "
-            f"tokens{'' if summary.get('tokens_exact') else ' (estimated)'}, {summary['epochs']} epochs ≈ "
-            f"{summary['estimated_billed_tokens']} billed tokens" + (f", ${cost}" if cost else "")
-        )
-    return line
-
-
-def _source(target: dict[str, Any]) -> str:
-    if target["source"] == "job":
-        trained = target.get("trained_tokens")
-        return (
-            f"← job {target['job']} (team {target['team']}, {target['status']}, base {target['base_model']}"
-            + (f", {trained} trained tokens" if trained is not None else "")
-            + ")\n    ← "
-            + _file_line(target.get("training_file"))
-        )
-    if target["source"] == "external":
-        base = target.get("base_model") or "unknown base"
-        note = f"; {target['note']}" if target.get("note") else ""
-        return f"← external fine-tune of {base} (registered by {target['registered_by']}{note})"
-    return "← served by the upstream as it is"
-
-
-def lineage_text(lineage: dict[str, Any]) -> str:
-    lines = [
-        f"alias {lineage['alias']} ({lineage['scope']}) version {lineage['version']}: {lineage['reason'] or '-'} "
-        f"(by {lineage['created_by']}, {_when(lineage['created_at'])})"
-    ]
-    for target in lineage["targets"]:
-        weight = f" {target['weight']}%" if target.get("weight") not in (None, 100) else ""
-        prompt = " + system prompt" if target.get("system_prompt") else ""
-        lines.append(f"  {target['role']}{weight}: {target['model']} on {target['upstream']}{prompt}")
-        lines.append(f"    {_source(target)}")
-    if lineage.get("suggested_fallback_prompt"):
-        lines.append(f"  suggested fallback prompt (from the training data): {lineage['suggested_fallback_prompt']}")
-    return "\n".join(lines)
 
 
 def job_list(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
@@ -196,11 +142,11 @@ def job_text(detail: dict[str, Any]) -> str:
             + (f" (canary {lineage['promoted_weight']}%)" if lineage.get("promoted_weight") else " (target)")
         )
         lines.append(f"alias {lineage['alias']}: {how}")
-    lines.append(_file_line(lineage.get("training_file")))
+    lines.append(file_line(lineage.get("training_file")))
     if detail.get("alias"):
         lines += ["", "lineage:", lineage_text(detail["alias"])]
     lines += ["", "events (newest first):"]
-    lines += [f"  {_when(e['created_at'])}  {e['level']:<5}  {e['message']}" for e in detail["events"]]
+    lines += [f"  {when(e['created_at'])}  {e['level']:<5}  {e['message']}" for e in detail["events"]]
     return "\n".join(lines)
 
 

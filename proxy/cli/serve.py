@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import logging
 import os
 import shutil
 import signal
@@ -15,14 +12,20 @@ import tempfile
 import threading
 from typing import Any
 
-from config import ConfigError, Settings, UpstreamSettings, load_settings
+from config import ConfigError, Settings, load_settings
+from proxy.serving import (
+    DEMO_UPSTREAM_ENV,
+    PREPARED_ENV,
+    WORKER_APP,
+    PreparingApart,
+    configure_logging,
+    demo_upstreams,
+    lean_serving_process,
+    uvicorn_config,
+)
 
 DEMO_KEY = "tg-demo-key"  # demo mode only: a fixed key so the README's snippet works as printed
 DEMO_ADMIN_KEY = "tg-demo-admin"
-DEMO_UPSTREAM_ENV = "TUNEGATE_DEMO_UPSTREAM_URL"
-PREPARED_ENV = "TUNEGATE_WORKER_DATABASE_PREPARED"  # set by `serve --workers N` for its workers: skip migrating
-WORKER_APP = "proxy.app:create_app_from_env"
-_M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,17 +94,6 @@ def _demo_settings(settings: Settings) -> Settings:
     return demo_upstreams(settings)
 
 
-def demo_upstreams(settings: Settings) -> Settings:
-    """In demo mode without OPENAI_API_KEY: every upstream is the built-in fake one (its URL in the environment)."""
-    base_url = os.environ.get(DEMO_UPSTREAM_ENV)
-    if not base_url:
-        return settings
-    upstreams = {
-        name: UpstreamSettings(base_url=base_url, api_key="$TUNEGATE_DEMO_UPSTREAM_KEY") for name in settings.upstreams
-    }
-    return settings.model_copy(update={"upstreams": upstreams})
-
-
 def _ensure_demo_key(engine: Any, settings: Settings) -> str | None:
     from sqlmodel import select
 
@@ -118,33 +110,6 @@ def _ensure_demo_key(engine: Any, settings: Settings) -> str | None:
     return settings.teams[0].name
 
 
-def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
-    import uvicorn
-
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
-    # ws="none": the gateway serves no WebSocket, and uvicorn would import the websockets package (2.2 MiB).
-    return uvicorn.Config(
-        app, host=host, port=port, loop=loop, http="httptools", ws="none", log_level="info", access_log=False, **extra
-    )
-
-
-def lean_serving_process() -> None:
-    """What a serving process does not import: litestar adds its attrs plugin whenever attrs is installed (a
-    dependency of other tools; 0.9 MiB), and nothing the gateway serves is an attrs class. And at most two malloc
-    arenas (glibc gives each thread that allocates one of its own, up to 8 a core, kept at their high-water mark;
-    MALLOC_ARENA_MAX=2 as the environment would set it, unless it does)."""
-    for name in ("attr", "attrs"):
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
-    if sys.platform == "linux" and "MALLOC_ARENA_MAX" not in os.environ:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc
-            ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
-
-
 def run_serve(args: argparse.Namespace) -> int:
     configure_logging()
     lean_serving_process()
@@ -158,13 +123,11 @@ def run_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.server.port
     if args.workers > 1:
         return _serve_workers(args, settings, host, port)
-    from registry.startup import PreparingApart
-
     preparing = PreparingApart(settings)  # migrates and applies the file while this process imports
     import uvicorn
 
     from proxy.app import create_app
-    from proxy.gateway import Gateway
+    from proxy.state import Gateway
 
     failed = preparing.wait()
     if failed:
@@ -176,12 +139,6 @@ def run_serve(args: argparse.Namespace) -> int:
     _exit_cleanly_after_graceful_shutdown()
     server.run()
     return 0
-
-
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every upstream request at INFO: a line (and its URL) per request on the hot path.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _print_demo(team: str | None, host: str, port: int) -> None:

@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 
-from proxy.cli.admin import AdminClient, CommandError, UsageError, _common, _runner, table
+from proxy.cli.client import AdminClient, CommandError, UsageError, common_options, runner
+from proxy.cli.output import table
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = _common()
+    common = common_options()
     usage = sub.add_parser("usage", help="usage and cost: tokens and USD per team, alias, model, day", parents=[common])
     usage.add_argument("--by", default="team", help="group by some of team,alias,model,served_by,day,kind")
     usage.add_argument("--since", help="first day, YYYY-MM-DD (default: the first of --until's month)")
@@ -24,14 +25,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     usage.add_argument("--alias")
     usage.add_argument("--model")
     usage.add_argument("--csv", action="store_true", help="CSV as the gateway serves it (rows, then a totals row)")
-    usage.set_defaults(run=_runner(usage_report))
+    usage.set_defaults(run=runner(usage_report))
     usage_sub = usage.add_subparsers(dest="usage_command", metavar="savings")
     saving = usage_sub.add_parser("savings", help="does the fine-tune behind an alias pay off?", parents=[common])
     saving.add_argument("--alias", required=True)
     saving.add_argument("--team", help="one team's traffic (and its own alias of that name)")
     saving.add_argument("--since")
     saving.add_argument("--until")
-    saving.set_defaults(run=_runner(savings_report))
+    saving.set_defaults(run=runner(savings_report))
 
     budget = sub.add_parser("budget", help="monthly USD budgets per team: set, list, clear")
     budgets = budget.add_subparsers(dest="budget_command", required=True, metavar="ACTION")
@@ -40,13 +41,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     setter.add_argument("--monthly-usd", required=True, help="USD per calendar month (UTC); beyond it: 429")
     setter.add_argument("--soft-pct", type=int, default=80, help="alert at this percent of the budget (80)")
     setter.add_argument("--webhook", help="URL POSTed once a month when a threshold is crossed")
-    setter.set_defaults(run=_runner(budget_set))
+    setter.set_defaults(run=runner(budget_set))
     lister = budgets.add_parser("list", help="budgets with the month's spend", parents=[common])
     lister.add_argument("--month", help="YYYY-MM (default: this month)")
-    lister.set_defaults(run=_runner(budget_list))
+    lister.set_defaults(run=runner(budget_list))
     clearer = budgets.add_parser("clear", help="remove a team's budget", parents=[common])
     clearer.add_argument("team")
-    clearer.set_defaults(run=_runner(budget_clear))
+    clearer.set_defaults(run=runner(budget_clear))
 
     limit = sub.add_parser("limit", help="requests and tokens per minute, per team or per key: set, list")
     limits = limit.add_subparsers(dest="limit_command", required=True, metavar="ACTION")
@@ -56,9 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     who.add_argument("--key-id", type=int)
     setter.add_argument("--rpm", type=int, help="requests per minute")
     setter.add_argument("--tpm", type=int, help="tokens (prompt + completion) per minute")
-    setter.set_defaults(run=_runner(limit_set))
+    setter.set_defaults(run=runner(limit_set))
     lister = limits.add_parser("list", help="every rate limit", parents=[common])
-    lister.set_defaults(run=_runner(limit_list))
+    lister.set_defaults(run=runner(limit_list))
 
 
 def _range(args: argparse.Namespace) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import pytest
 
 from config import load_settings
 from proxy.app import create_app
-from proxy.gateway import Gateway
+from proxy.state import Gateway
 from registry.tokens import system_prompt_tokens
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, FakeUpstreamHandle, GatewayHandle, _postgres_database
 from tests.utils.servers import ServerThread

@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from registry.budgets import SqliteCounters, charge, spent_e8
 from registry.db import make_engine, migrate, session_scope
-from registry.limits import SqliteCounters, charge, spent_e8
 from registry.models import RateCounter, TeamSpend, UsageRecord, utcnow
 from registry.teams import create_team
 from registry.usage import SqliteUsageInsert, Usage, insert_usage
@@ -218,7 +218,7 @@ def test_a_stream_that_overshoots_is_charged_in_full(cluster: Cluster) -> None:
 
 def test_charges_go_on_when_postgresql_drops_the_gateways_connections(cluster: Cluster) -> None:
     """On PostgreSQL the budget read and the charge use connections of their own, kept open
-    (registry.limits.PgCounters): when the server drops them (a restart, a failover), the next request opens
+    (registry.budgets.PgCounters): when the server drops them (a restart, a failover), the next request opens
     new ones and is answered and charged like any other."""
     fin = cluster.fin
     if fin.engine.dialect.name != "postgresql":
@@ -253,9 +253,9 @@ def test_an_answer_waits_for_its_charge_at_most_the_settle_timeout(
     """A team with a budget is answered once its charge is committed; when the database holds the charge back
     (another transaction has the team's spend row locked), the answer goes out after SETTLE_TIMEOUT anyway, and
     the charge is committed when the lock is gone: nothing is lost."""
-    import proxy.limits
+    import proxy.calls.budgets
 
-    monkeypatch.setattr(proxy.limits, "SETTLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(proxy.calls.budgets, "SETTLE_TIMEOUT", 0.5)
     fin = cluster.fin
     team, key, _ = fin.new_team("held")
     assert fin.admin("PUT", f"/admin/budgets/{team}", json={"monthly_usd": "10"}).status_code == 200

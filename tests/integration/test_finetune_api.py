@@ -19,14 +19,14 @@ import openai
 import pytest
 from sqlmodel import Session
 
-from proxy.finetune_poller import FinetunePoller
-from proxy.limits import LAZY_CHARGE_SECONDS
+from proxy.calls.budgets import LAZY_CHARGE_SECONDS
+from proxy.finetune.background import FinetunePoller
+from registry.budgets import month_of, spent_e8
 from registry.costing import to_e8
 from registry.db import session_scope
-from registry.finetune import claim_job, release_job
-from registry.finetune_retirement import days_left_by_alias
-from registry.finetune_validation import validate_path
-from registry.limits import month_of, spent_e8
+from registry.finetune.jobs import claim_job, release_job
+from registry.finetune.retirement import days_left_by_alias
+from registry.finetune.validation import validate_path
 from registry.models import FineTuneFile
 from registry.teams import get_team
 from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, UPSTREAM_KEY, FakeUpstreamHandle

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.upstream_transport import UpstreamTransport
+from proxy.upstream.transport import UpstreamTransport
 from tests.conftest import FakeUpstreamHandle, GatewayHandle
 from tests.utils.servers import free_port
 

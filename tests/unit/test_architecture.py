@@ -1,34 +1,139 @@
-"""Imports point one way: proxy → registry → config. The domain never imports the HTTP stack."""
+"""The shape of the house: imports point one way (proxy → registry → config), no module imports itself back
+through others, the domain starts no processes, and the fake upstream owes nothing to the product."""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("config", "registry", "proxy")
 FORBIDDEN = {
     "config": {"registry", "proxy", "litestar", "httpx"},
     "registry": {"proxy", "litestar", "httpx"},
 }
+# What starts a process: a module for it, or one of os's spawning functions.
+PROCESS_MODULES = {"subprocess", "multiprocessing", "concurrent.futures.process"}
+PROCESS_CALLS = {"fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp"}
+FAKE_UPSTREAM = "proxy.fake_upstream"
 
 
-def imported_roots(path: Path) -> set[str]:
-    roots = set()
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+
+
+def imports_of(path: Path, name: str) -> Iterator[str]:
+    """Every module ``path`` imports, wherever the import stands: at the top, in a function, under TYPE_CHECKING."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {
+        name: {target for target in imports_of(path, name) if target in modules and target != name}
+        for name, path in modules.items()
+    }
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_back() -> None:
+    assert circles(import_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle() -> None:
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_imports_point_one_way(package: str) -> None:
     offenders = {
-        str(path.relative_to(ROOT)): sorted(imported_roots(path) & FORBIDDEN[package])
-        for path in (ROOT / package).rglob("*.py")
-        if imported_roots(path) & FORBIDDEN[package]
+        name: sorted({target.split(".")[0] for target in imports_of(path, name)} & FORBIDDEN[package])
+        for name, path in project_modules().items()
+        if name.split(".")[0] == package
+        and {target.split(".")[0] for target in imports_of(path, name)} & FORBIDDEN[package]
     }
     assert offenders == {}
+
+
+def test_the_registry_starts_no_processes() -> None:
+    offenders: dict[str, list[str]] = {}
+    for name, path in project_modules().items():
+        if not name.startswith("registry"):
+            continue
+        found = sorted(
+            {t for t in imports_of(path, name) if any(t == m or t.startswith(m + ".") for m in PROCESS_MODULES)}
+        )
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            spawns = isinstance(node, ast.Attribute) and (node.attr in PROCESS_CALLS or node.attr.startswith("spawn"))
+            if spawns and isinstance(node.value, ast.Name) and node.value.id == "os":
+                found.append(f"os.{node.attr}")
+        if found:
+            offenders[name] = found
+    assert offenders == {}
+
+
+def test_the_fake_upstream_imports_nothing_of_the_product() -> None:
+    offenders = {
+        name: sorted(
+            target
+            for target in imports_of(path, name)
+            if target.split(".")[0] in PACKAGES and not target.startswith(FAKE_UPSTREAM)
+        )
+        for name, path in project_modules().items()
+        if name.startswith(FAKE_UPSTREAM)
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}

@@ -8,8 +8,8 @@ import pytest
 
 from registry.aliases import AliasSpec, Target, WeightedTarget
 from registry.errors import Invalid
-from registry.finetune import canary_weight, fallback_for, promotion_spec
-from registry.finetune_retirement import ShutdownDates, parse_shutdown
+from registry.finetune.jobs import canary_weight, fallback_for, promotion_spec
+from registry.finetune.retirement import ShutdownDates, parse_shutdown
 
 BASE = Target(upstream="openai", model="gpt-3.5-turbo", system_prompt="Be the airport's help desk.")
 OLD_FT = Target(upstream="openai", model="ft:gpt-3.5-turbo-0613:pudong::old")

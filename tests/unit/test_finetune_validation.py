@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.finetune_validation import (
+from registry.finetune.validation import (
     ValidationReport,
     default_epochs,
     example_token_limit,
@@ -166,7 +166,7 @@ def test_token_limits_and_epochs() -> None:
 def test_counts_are_marked_as_estimates_without_tiktoken_files(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
-        "from registry.finetune_validation import validate_path\n"
+        "from registry.finetune.validation import validate_path\n"
         "print(json.dumps(validate_path(__import__('pathlib').Path(sys.argv[1])).to_dict()))\n"
     )
     empty = tmp_path / "empty-cache"

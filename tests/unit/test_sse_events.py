@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from proxy.forwarding import _Events
+from proxy.calls.forwarding import _Events
 
 
 async def pieces(*parts: bytes) -> AsyncIterator[bytes]:

@@ -20,8 +20,8 @@ from sqlmodel import Session, col, select
 from config import load_settings
 from proxy.app import create_app
 from proxy.fake_upstream import FakeUpstream, count_tokens
-from proxy.finetune_poller import FinetunePoller
-from proxy.gateway import Gateway
+from proxy.finetune.background import FinetunePoller
+from proxy.state import Gateway
 from registry.aliases import AliasSpec, get_alias
 from registry.models import AliasVersion, FineTuneJob, FineTuneJobEvent, UsageRecord
 from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, UPSTREAM_KEY, FakeUpstreamHandle, GatewayHandle

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from config import load_settings
 from proxy.app import create_app
-from proxy.gateway import Gateway
+from proxy.state import Gateway
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, GatewayHandle, gateway_yaml
 from tests.utils.servers import ServerThread
 

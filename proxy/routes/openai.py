@@ -9,9 +9,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.types import ASGIApp
 from sqlmodel import Session
 
+from proxy.calls.forwarding import Exchange, forward
 from proxy.errors import GatewayError, json_response, model_not_found
-from proxy.forwarding import Exchange, forward
-from proxy.gateway import gateway_of
+from proxy.state import gateway_of
 from registry.aliases import visible_aliases
 
 

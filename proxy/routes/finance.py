@@ -19,13 +19,13 @@ from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
-from proxy.admin_routes import admin_guard
 from proxy.errors import GatewayError, json_response
-from proxy.gateway import gateway_of
-from proxy.gateway import read as read_session
-from proxy.gateway import write as write_session
+from proxy.routes.admin import admin_guard
+from proxy.state import gateway_of
+from proxy.state import read as read_session
+from proxy.state import write as write_session
+from registry.budgets import budget_status, clear_budget, list_rate_limits, set_budget, set_rate_limit
 from registry.errors import Invalid
-from registry.limits import budget_status, clear_budget, list_rate_limits, set_budget, set_rate_limit
 from registry.reports import parse_day, parse_group_by, parse_range, savings, usage_report
 
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """Model retirement: the shutdown dates upstreams announce in ``GET /v1/models``, and the aliases they touch.
 
-The retirement watch (``proxy/finetune_poller.py``) stores what each upstream says; the request path asks
+The retirement watch (``proxy/finetune/background.py``) stores what each upstream says; the request path asks
 :class:`ShutdownDates` whether a target is past its date, so an alias serves its fallback at once instead of
 failing first; :func:`days_left_by_alias` is what a gauge of days left reads.
 """

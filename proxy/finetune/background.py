@@ -6,7 +6,7 @@ task on the gateway's event loop and clears this process's alias cache after a p
 process the poller's requests go through the gateway's own client (``on_loop``), on its event loop: no second
 HTTP stack and TLS context in every process (httpx's default transport: 2.9 MiB). Several replicas
 run it at once safely: a job is claimed by a conditional UPDATE before it is polled, and its status moves by
-compare-and-set, promotion and training usage in the same transaction (``registry/finetune.py``).
+compare-and-set, promotion and training usage in the same transaction (``registry/finetune/jobs.py``).
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import httpx
 from sqlmodel import Session
 
 from config import resolve_secret
-from proxy.gateway import Gateway, UpstreamEndpoint
+from proxy.state import Gateway
+from proxy.upstream.calls import UpstreamEndpoint, auth_headers
 from registry.db import session_scope
-from registry.finetune import Outcome, apply_upstream_job, claim_job, open_job_ids, release_job
-from registry.finetune_retirement import load_shutdown_dates, parse_shutdown, record_shutdown_dates
+from registry.finetune.jobs import Outcome, apply_upstream_job, claim_job, open_job_ids, release_job
+from registry.finetune.retirement import load_shutdown_dates, parse_shutdown, record_shutdown_dates
 from registry.models import FineTuneJob
 from registry.upstreams import list_upstreams
 
@@ -43,10 +44,6 @@ _JOB_TIMEOUT = 30.0
 
 class PollError(Exception):
     """An upstream answer the poller cannot use; the job stays as it was and is polled again next time."""
-
-
-def auth_headers(upstream: UpstreamEndpoint) -> dict[str, str]:
-    return {"authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
 
 
 class FinetunePoller:

@@ -20,7 +20,6 @@ Control endpoints (outside ``/v1``): ``POST/DELETE /_faults``, ``GET/DELETE /_st
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import functools
@@ -971,12 +970,3 @@ def server(app: FakeUpstream, *, host: str, port: int) -> uvicorn.Server:
 def serve(*, host: str = "127.0.0.1", port: int = 8001, api_key: str | None = None) -> None:
     """Run the fake upstream until interrupted (blocking)."""
     server(FakeUpstream(api_key=api_key), host=host, port=port).run()
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Fake OpenAI upstream")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--api-key", default=None)
-    args = parser.parse_args()
-    serve(host=args.host, port=args.port, api_key=args.api_key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -22,30 +21,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from config import Settings, resolve_secret
+from proxy.calls.budgets import Limits
 from proxy.errors import GatewayError, invalid_api_key, model_not_found
-from proxy.limits import Limits
 from proxy.metrics import GatewayMetrics
-from proxy.upstream_transport import UpstreamTransport
+from proxy.token_counting import count_system_prompts_apart
+from proxy.upstream.calls import UpstreamEndpoint
+from proxy.upstream.transport import UpstreamTransport
 from registry.aliases import ResolvedAlias, resolve
 from registry.bootstrap import prepare_database
 from registry.costing import cost_records
 from registry.db import make_engine, session_scope
 from registry.errors import Conflict
-from registry.finetune_retirement import ShutdownDates
+from registry.finetune.retirement import ShutdownDates
 from registry.pricing import PriceTable
 from registry.teams import Caller, find_caller
-from registry.tokens import count_system_prompts_apart
 from registry.upstreams import list_upstreams
 from registry.usage import UsageWriter
 
 WORKER_THREADS = 8
-
-
-@dataclass(frozen=True)
-class UpstreamEndpoint:
-    name: str
-    base_url: str
-    api_key: str | None  # resolved from the environment; never logged, never echoed
 
 
 class Gateway:
@@ -207,13 +200,6 @@ class Gateway:
             return table[name]
         except KeyError:
             raise GatewayError(502, f"The alias points at upstream '{name}', which is not configured.") from None
-
-
-def upstream_headers(upstream: UpstreamEndpoint, request_id: str) -> dict[str, Any]:
-    headers = {"content-type": "application/json", "x-request-id": request_id}
-    if upstream.api_key:
-        headers["authorization"] = f"Bearer {upstream.api_key}"
-    return headers
 
 
 T = TypeVar("T")

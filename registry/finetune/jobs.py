@@ -1,7 +1,7 @@
 """Fine-tuning in the registry: a team's training files and jobs, the jobs' events, promotion of a finished job
 to the alias it is bound to, the training cost, external models and the lineage of an alias's targets.
 
-No HTTP here: ``proxy/finetune_routes.py`` and ``proxy/finetune_poller.py`` talk to the upstreams and hand
+No HTTP here: ``proxy/routes/finetune.py`` and ``proxy/finetune/background.py`` talk to the upstreams and hand
 over what they answered. Every change is one transaction; a job's status moves by compare-and-set, so two
 pollers (or a poller and a cancel) that saw the same change apply it once, promotion and usage included.
 """
@@ -21,10 +21,10 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from registry.aliases import AliasSpec, Target, WeightedTarget, current_version, set_alias
+from registry.budgets import charge, month_of
 from registry.costing import to_e8
 from registry.errors import Conflict, Invalid, NotFound
-from registry.finetune_validation import ValidationReport
-from registry.limits import charge, month_of
+from registry.finetune.validation import ValidationReport
 from registry.models import (
     Alias,
     ExternalModel,

@@ -24,14 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from config import Settings
-from proxy.admin_routes import admin_guard
 from proxy.errors import GatewayError, json_response
-from proxy.finetune_poller import FinetunePoller, auth_headers
-from proxy.gateway import Gateway, UpstreamEndpoint, gateway_of, read, transaction
-from proxy.openai_routes import read_json, require
+from proxy.finetune.background import FinetunePoller
+from proxy.routes.admin import admin_guard
+from proxy.routes.openai import read_json, require
+from proxy.state import Gateway, gateway_of, read, transaction
+from proxy.upstream.calls import UpstreamEndpoint, auth_headers, unreachable
 from registry.aliases import get_alias, resolve
 from registry.errors import Invalid, NotFound
-from registry.finetune import (
+from registry.finetune.jobs import (
     ALIAS_KEY,
     PURPOSES,
     TERMINAL_STATUSES,
@@ -55,8 +56,8 @@ from registry.finetune import (
     training_price,
     usable_training_file,
 )
-from registry.finetune_retirement import retirements, today
-from registry.finetune_validation import ValidationReport, validate_jsonl
+from registry.finetune.retirement import retirements, today
+from registry.finetune.validation import ValidationReport, validate_jsonl
 from registry.models import Alias, ExternalModel, FineTuneFile, FineTuneJob, FineTuneJobEvent
 from registry.teams import Caller, get_team
 from registry.upstreams import list_upstreams
@@ -114,12 +115,8 @@ async def call_upstream(
 ) -> httpx.Response:
     try:
         return await gateway.http.request(method, endpoint.base_url + path, headers=auth_headers(endpoint), **kwargs)
-    except httpx.TimeoutException:
-        raise GatewayError(504, f"Upstream '{endpoint.name}' timed out.", code="upstream_timeout") from None
     except httpx.TransportError as exc:
-        raise GatewayError(
-            502, f"Upstream '{endpoint.name}' is unreachable ({type(exc).__name__}).", code="upstream_unreachable"
-        ) from None
+        raise unreachable(endpoint, exc) from None
 
 
 def refusal(endpoint: UpstreamEndpoint, response: httpx.Response, what: str) -> GatewayError:

@@ -22,9 +22,9 @@ from sqlmodel import Session
 
 from config import ConfigError, parse_settings
 from proxy.errors import GatewayError
-from proxy.gateway import Gateway, gateway_of
-from proxy.gateway import read as read_session
-from proxy.gateway import write as write_session
+from proxy.state import Gateway, gateway_of
+from proxy.state import read as read_session
+from proxy.state import write as write_session
 from registry.aliases import (
     AliasChange,
     AliasRow,
@@ -34,6 +34,7 @@ from registry.aliases import (
     get_alias,
     lineage,
     list_aliases,
+    rename_team,
     rollback_alias,
     set_alias_disabled,
     team_id_of,
@@ -44,7 +45,7 @@ from registry.aliases import delete_alias as delete_alias_record
 from registry.audit import list_audit
 from registry.bootstrap import apply_settings
 from registry.errors import Conflict
-from registry.finetune import alias_lineage
+from registry.finetune.jobs import alias_lineage
 from registry.models import AliasVersion, ApiKey, AuditEntry, Team, Upstream
 from registry.teams import (
     UNSET,
@@ -55,7 +56,6 @@ from registry.teams import (
     key_status,
     list_keys,
     list_teams,
-    rename_team,
     revoke_key,
     set_team_disabled,
     update_key,

@@ -35,9 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from proxy.errors import GatewayError
-from registry.costing import from_e8, money, record_cost, to_e8
-from registry.db import session_scope
-from registry.limits import (
+from registry.budgets import (
     Budget,
     CallerLimits,
     PgCounters,
@@ -56,13 +54,15 @@ from registry.limits import (
     take_request,
     team_scope,
 )
+from registry.costing import from_e8, money, record_cost, to_e8
+from registry.db import session_scope
 from registry.models import Team, utcnow
 from registry.pricing import PriceTable
 from registry.teams import Caller
 from registry.usage import Usage, UsageWriter
 
 if TYPE_CHECKING:
-    from proxy.forwarding import Answer
+    from proxy.calls.answers import Answer
 
 log = logging.getLogger("tunegate.limits")
 

@@ -1,0 +1,113 @@
+"""Process set-up for ``tunegate serve`` and its workers: logging, the lean-process settings, the child that
+prepares the database while the server imports, and the app of one worker.
+
+Nothing here runs on the request path; ``registry`` starts no processes, so the children live here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import sys
+from typing import Any
+
+from config import Settings, UpstreamSettings, load_settings
+
+DEMO_UPSTREAM_ENV = "TUNEGATE_DEMO_UPSTREAM_URL"
+PREPARED_ENV = "TUNEGATE_WORKER_DATABASE_PREPARED"  # set by `serve --workers N` for its workers: skip migrating
+WORKER_APP = "proxy.serving:create_app_from_env"
+_M_ARENA_MAX = -8  # glibc mallopt parameter
+log = logging.getLogger("tunegate")
+
+PREPARE_FAILED = 3  # exit code of a start whose database could not be prepared (uvicorn's for a failed start)
+
+
+class PreparingApart:
+    """The child, started on construction; :meth:`wait` for its exit code (0: the database is ready)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._child = multiprocessing.get_context("spawn").Process(
+            target=_prepare_in_child, args=(settings,), name="tunegate-prepare"
+        )
+        self._child.start()
+
+    def wait(self) -> int:
+        self._child.join()
+        return PREPARE_FAILED if self._child.exitcode is None else self._child.exitcode
+
+
+def _prepare_in_child(settings: Settings) -> None:
+    from registry.bootstrap import prepare_database
+    from registry.db import make_engine
+
+    engine = make_engine(settings.database.url)
+    try:
+        prepare_database(engine, settings)
+    except Exception as exc:
+        print(f"tunegate: preparing the database failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(PREPARE_FAILED) from None
+    finally:
+        engine.dispose()
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every upstream request at INFO: a line (and its URL) per request on the hot path.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
+    import uvicorn
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    # ws="none": the gateway serves no WebSocket, and uvicorn would import the websockets package (2.2 MiB).
+    return uvicorn.Config(
+        app, host=host, port=port, loop=loop, http="httptools", ws="none", log_level="info", access_log=False, **extra
+    )
+
+
+def lean_serving_process() -> None:
+    """What a serving process does not import: litestar adds its attrs plugin whenever attrs is installed (a
+    dependency of other tools; 0.9 MiB), and nothing the gateway serves is an attrs class. And at most two malloc
+    arenas (glibc gives each thread that allocates one of its own, up to 8 a core, kept at their high-water mark;
+    MALLOC_ARENA_MAX=2 as the environment would set it, unless it does)."""
+    for name in ("attr", "attrs"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    if sys.platform == "linux" and "MALLOC_ARENA_MAX" not in os.environ:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc
+            ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
+
+
+def demo_upstreams(settings: Settings) -> Settings:
+    """In demo mode without OPENAI_API_KEY: every upstream is the built-in fake one (its URL in the environment)."""
+    base_url = os.environ.get(DEMO_UPSTREAM_ENV)
+    if not base_url:
+        return settings
+    upstreams = {
+        name: UpstreamSettings(base_url=base_url, api_key="$TUNEGATE_DEMO_UPSTREAM_KEY") for name in settings.upstreams
+    }
+    return settings.model_copy(update={"upstreams": upstreams})
+
+
+def create_app_from_env() -> Any:
+    """One worker of ``tunegate serve --workers N`` (uvicorn imports it by name, once per worker process).
+
+    Settings come from $TUNEGATE_CONFIG and the environment, as the parent read them; the parent has migrated
+    the database and applied the file already.
+    """
+    from proxy.app import create_app
+    from proxy.state import Gateway
+
+    configure_logging()
+    lean_serving_process()
+    settings = demo_upstreams(load_settings())
+    prepared = os.environ.get(PREPARED_ENV) == "1"
+    return create_app(settings, gateway=Gateway(settings, prepared=prepared))
