@@ -21,6 +21,7 @@ from registry.audit import record as audit
 from registry.errors import Conflict, Invalid, NotFound
 from registry.models import Alias, AliasVersion, Team, Upstream, utcnow
 from registry.teams import ALIAS_NAME, check_team_name, get_team
+from registry.tokens import system_prompt_tokens
 
 Policy = Literal["prepend", "if_absent", "replace"]
 WILDCARD = "*"
@@ -99,6 +100,10 @@ class ResolvedAlias(BaseModel):
     version: int
     spec: AliasSpec
     pattern: str | None = None  # the pattern alias that matched ``name``, which then is the model forwarded
+
+    def system_prompt_tokens(self, target: Target) -> int:
+        """What ``target``'s system prompt costs in a chat request (0 without one)."""
+        return system_prompt_tokens(target.system_prompt, target.model) if target.system_prompt else 0
 
 
 # -- what an admin sends: a partial change, turned into a complete spec by build_spec -------------------------

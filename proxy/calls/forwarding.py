@@ -23,7 +23,7 @@ from proxy.upstream.calls import UpstreamEndpoint, answered_badly, model_call_he
 from registry.aliases import ResolvedAlias, Target
 from registry.models import utcnow
 from registry.teams import Caller
-from registry.tokens import count_messages, count_text, system_prompt_tokens
+from registry.tokens import count_messages, count_text
 from registry.usage import Usage
 
 _SYSTEM_ROLES = ("system", "developer")
@@ -83,7 +83,7 @@ class Exchange:
         injected = 0
         if target.system_prompt and self.endpoint == "chat.completions":
             payload["messages"], added = inject(self.body["messages"], target.system_prompt, self.alias.spec.policy)
-            injected = system_prompt_tokens(target.system_prompt, target.model) if added else 0
+            injected = self.alias.system_prompt_tokens(target) if added else 0
         if payload.get("stream"):
             payload["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
         return Attempt(target, served_by, self.gateway.upstream(target.upstream), payload, injected, weight)
@@ -101,7 +101,7 @@ class Exchange:
         fallback = self.alias.spec.fallback
         if attempt.served_by == "fallback" or fallback is None or not fallback.system_prompt or attempt.injected_tokens:
             return 0
-        return system_prompt_tokens(fallback.system_prompt, fallback.model)
+        return self.alias.system_prompt_tokens(fallback)
 
     def record(
         self,
