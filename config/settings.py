@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from config.names import WILDCARD, alias_name_problem, team_name_problem, upstream_name_problem
 from config.prices import PriceTableError, load_prices
+from config.splits import ModelRepeated, WeightsOff, split_problem
 
 DEFAULT_CONFIG = Path(__file__).with_name("tunegate.yaml")
 _ENV_REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/*-]{0,127}$"
-_ALIAS_NAME = r"^[A-Za-z0-9*][A-Za-z0-9._:/*-]{0,127}$"  # `*` may lead: a pattern such as `*` or `*-mini`
 
 Policy = Literal["prepend", "if_absent", "replace"]
 
@@ -140,7 +140,7 @@ class FinetuneSettings(_Strict):
 
 
 class TeamSettings(_Strict):
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: str  # config.names: checked by _check_names, which names the key
 
 
 class Settings(_Strict):
@@ -153,7 +153,7 @@ class Settings(_Strict):
     finetune: FinetuneSettings = FinetuneSettings()
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     teams: list[TeamSettings] = Field(default_factory=list)
-    aliases: dict[Annotated[str, Field(pattern=_ALIAS_NAME)], AliasSettings] = Field(default_factory=dict)
+    aliases: dict[str, AliasSettings] = Field(default_factory=dict)
     source: str = Field(default="<defaults>", exclude=True)
 
     @property
@@ -218,6 +218,7 @@ def parse_settings(raw: dict[str, Any], source: str) -> Settings:
         settings = Settings.model_validate({**raw, "source": source})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from exc
+    _check_names(settings)
     _check_references(settings)
     return settings
 
@@ -228,6 +229,17 @@ def _check_prices(settings: Settings) -> None:
         load_prices(settings.prices_path)
     except PriceTableError as exc:
         raise ConfigError(f"{settings.source}: prices.file: {exc}") from exc
+
+
+def _check_names(settings: Settings) -> None:
+    # The registry's rules (config.names), applied here so a bad name is a configuration error naming its key,
+    # not a failure half-way through applying the file to the database.
+    named = [(f"teams[{i}].name", team_name_problem(team.name)) for i, team in enumerate(settings.teams)]
+    named += [(f"upstreams.{name}", upstream_name_problem(name)) for name in settings.upstreams]
+    named += [(f"aliases.{name}", alias_name_problem(name)) for name in settings.aliases]
+    for key, problem in named:
+        if problem is not None:
+            raise ConfigError(f"{settings.source}: {key}: {problem}")
 
 
 def _check_references(settings: Settings) -> None:
@@ -246,7 +258,7 @@ def _check_references(settings: Settings) -> None:
 
 def _check_alias_target(source: str, name: str, alias: AliasSettings) -> None:
     where = f"{source}: aliases.{name}"
-    if "*" in name:
+    if WILDCARD in name:
         if alias.model is not None or alias.split is not None:
             raise ConfigError(
                 f"{where}: a pattern forwards the model name a client asks for; leave out 'model', 'split'"
@@ -257,6 +269,8 @@ def _check_alias_target(source: str, name: str, alias: AliasSettings) -> None:
     if alias.split is not None:
         if alias.system_prompt is not None:
             raise ConfigError(f"{where}: with 'split', give each entry its own 'system_prompt'")
-        total = sum(entry.weight for entry in alias.split)
-        if total != 100:
-            raise ConfigError(f"{where}: split: the weights add up to {total}; they must add up to 100")
+        problem = split_problem(alias.split, alias.upstream)
+        if isinstance(problem, WeightsOff):
+            raise ConfigError(f"{where}: split: the weights add up to {problem.total}; they must add up to 100")
+        if isinstance(problem, ModelRepeated):
+            raise ConfigError(f"{where}: split[{problem.index}]: repeats model '{problem.model}'; give each model once")

@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import and_
 from sqlmodel import Session, col, select
 
+from config.names import alias_name_problem
+from config.splits import ModelRepeated, WeightsOff, split_problem, target_and_canaries
 from registry.audit import record as audit
 from registry.errors import Conflict, Invalid, NotFound
 from registry.models import Alias, AliasVersion, Team, Upstream, utcnow
-from registry.teams import ALIAS_NAME, check_team_name, get_team
+from registry.teams import check_team_name, get_team
 from registry.tokens import system_prompt_tokens
 
 Policy = Literal["prepend", "if_absent", "replace"]
@@ -156,30 +158,25 @@ def is_pattern(name: str) -> bool:
 
 
 def check_alias_name(name: str) -> str:
-    if not ALIAS_NAME.match(name):
-        raise Invalid(
-            f"'{name}' is not a usable alias name: 1-128 letters, digits or '._:/-', '*' as a wildcard",
-            param="name",
-        )
+    problem = alias_name_problem(name)
+    if problem is not None:
+        raise Invalid(problem, param="name")
     return name
 
 
 def split_targets(entries: list[SplitEntry], default_upstream: str) -> tuple[Target, tuple[WeightedTarget, ...]]:
     """``split`` (weights adding up to 100) → the target (the first entry) and its canaries (the others)."""
-    total = sum(entry.weight for entry in entries)
-    if not entries or total != 100:
+    problem = split_problem(entries, default_upstream)
+    if isinstance(problem, WeightsOff):
         raise Invalid(
-            f"'split' weights add up to {total}; they must add up to 100 "
+            f"'split' weights add up to {problem.total}; they must add up to 100 "
             "(the first entry is the target, the others are canaries)",
             param="split",
         )
-    seen: set[tuple[str, str]] = set()
-    for i, entry in enumerate(entries, start=1):
-        key = (entry.upstream or default_upstream, entry.model)
-        if key in seen:
-            raise Invalid(f"'split[{i}]' repeats model '{entry.model}'; give each model once", param=f"split[{i}]")
-        seen.add(key)
-    first, *rest = entries
+    if isinstance(problem, ModelRepeated):
+        where = f"split[{problem.index + 1}]"  # counted from 1, as the split's upstreams are named
+        raise Invalid(f"'{where}' repeats model '{problem.model}'; give each model once", param=where)
+    first, rest = target_and_canaries(entries)
     target = Target(
         upstream=first.upstream or default_upstream, model=first.model, system_prompt=first.system_prompt or None
     )

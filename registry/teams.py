@@ -7,21 +7,19 @@ keys work on /admin only and are named, so the changes they make are recorded un
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from config.names import alias_name_problem, team_name_problem
 from registry.audit import record as audit
 from registry.errors import Conflict, Invalid, NotFound
 from registry.models import ApiKey, Team, utcnow
 
 KEY_PREFIX = "tg-"
 ROLES = ("team", "finance", "admin")
-TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-ALIAS_NAME = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9._:/*-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -60,12 +58,9 @@ def generate_key() -> str:
 
 
 def check_team_name(name: str, *, param: str = "name") -> str:
-    if not TEAM_NAME.match(name):
-        raise Invalid(
-            f"'{name}' is not a usable team name: 1-128 letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit",
-            param=param,
-        )
+    problem = team_name_problem(name)
+    if problem is not None:
+        raise Invalid(problem, param=param)
     return name
 
 
@@ -111,7 +106,7 @@ def _check_aliases(allowed_aliases: list[str] | None) -> list[str] | None:
     if allowed_aliases is None:
         return None
     for name in allowed_aliases:
-        if not ALIAS_NAME.match(name):
+        if alias_name_problem(name) is not None:
             raise Invalid(f"'{name}' in 'allowed_aliases' is not an alias name", param="allowed_aliases")
     return sorted(set(allowed_aliases))
 

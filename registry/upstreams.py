@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 from sqlmodel import Session, select
 
 from config import env_ref
+from config.names import upstream_name_problem
 from registry.aliases import list_aliases
 from registry.audit import record as audit
 from registry.errors import Conflict, Invalid, NotFound
 from registry.models import Upstream, utcnow
 
-UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
 
 def _check(name: str, base_url: str, api_key_ref: str | None) -> str:
-    if not UPSTREAM_NAME.match(name):
-        raise Invalid(f"'{name}' is not a usable upstream name: 1-128 letters, digits, '.', '_' or '-'", param="name")
+    problem = upstream_name_problem(name)
+    if problem is not None:
+        raise Invalid(problem, param="name")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise Invalid(

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from config import ConfigError, parse_settings
+from config.names import TEAM_NAME
 from proxy.errors import GatewayError
 from proxy.state import Gateway, gateway_of
 from proxy.state import read as read_session
@@ -91,14 +92,14 @@ def _time(value: datetime | None) -> str | None:
 
 class TeamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=128, pattern=TEAM_NAME.pattern)
 
 
 class TeamChange(BaseModel):
     """Rename a team, or disable it (its keys stop working at once) or enable it again."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str | None = Field(default=None, min_length=1, max_length=128, pattern=TEAM_NAME.pattern)
     disabled: bool | None = None
 
 

@@ -66,6 +66,14 @@ def test_config_path_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
         ("server: {port: 'high'}\n", "server.port"),
         ("- a list\n", "top level must be a mapping"),
         ("aliases: [\n", "not valid YAML"),
+        ("teams:\n  - name: 'ops:eu'\n", r": teams\[0\]\.name: 'ops:eu' is not a usable team name"),
+        ("upstreams:\n  'a b': {base_url: 'http://x'}\n", ": upstreams.a b: 'a b' is not a usable upstream name"),
+        ("upstreams:\n  u: {base_url: 'http://x'}\naliases:\n  -x: {upstream: u, model: m}\n", ": aliases.-x: '-x'"),
+        (
+            "upstreams:\n  u: {base_url: 'http://x'}\n"
+            "aliases:\n  a: {upstream: u, split: [{model: m, weight: 50}, {model: m, weight: 50}]}\n",
+            r"aliases.a: split\[1\]: repeats model 'm'; give each model once",
+        ),
     ],
 )
 def test_unusable_files_are_refused_with_a_reason(tmp_path: Path, text: str, message: str) -> None:
