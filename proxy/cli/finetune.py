@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     from config.prices import PriceTableError
-    from registry.finetune.jobs import training_price
+    from registry.finetune.files import training_price
     from registry.finetune.validation import validate_path
     from registry.pricing import PriceTable
 

@@ -46,7 +46,7 @@ from registry.aliases import delete_alias as delete_alias_record
 from registry.audit import list_audit
 from registry.bootstrap import apply_settings
 from registry.errors import Conflict
-from registry.finetune.jobs import alias_lineage
+from registry.finetune.lineage import alias_lineage
 from registry.models import AliasVersion, ApiKey, AuditEntry, Team, Upstream
 from registry.teams import (
     UNSET,

@@ -8,7 +8,7 @@ import pytest
 
 from registry.aliases import AliasSpec, Target, WeightedTarget
 from registry.errors import Invalid
-from registry.finetune.jobs import canary_weight, fallback_for, promotion_spec
+from registry.finetune.promotion import canary_weight, fallback_for, promotion_spec
 from registry.finetune.retirement import ShutdownDates, parse_shutdown
 
 BASE = Target(upstream="openai", model="gpt-3.5-turbo", system_prompt="Be the airport's help desk.")
