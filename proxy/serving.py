@@ -76,9 +76,14 @@ def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
 
 def lean_serving_process() -> None:
     """What a serving process does not import: litestar adds its attrs plugin whenever attrs is installed (a
-    dependency of other tools; 0.9 MiB), and nothing the gateway serves is an attrs class. And at most two malloc
+    dependency of other tools; 0.9 MiB), and nothing the gateway serves is an attrs class; nor tiktoken's
+    encodings: the system prompts of an alias write are counted in a short-lived child. And at most two malloc
     arenas (glibc gives each thread that allocates one of its own, up to 8 a core, kept at their high-water mark;
     MALLOC_ARENA_MAX=2 as the environment would set it, unless it does)."""
+    from proxy.token_counting import count_in_child
+    from registry.tokens import set_prompt_counter
+
+    set_prompt_counter(count_in_child)
     for name in ("attr", "attrs"):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     if sys.platform == "linux" and "MALLOC_ARENA_MAX" not in os.environ:

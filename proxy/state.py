@@ -24,7 +24,6 @@ from config import Settings, resolve_secret
 from proxy.calls.budgets import Limits
 from proxy.errors import GatewayError, invalid_api_key, model_not_found
 from proxy.metrics import GatewayMetrics
-from proxy.token_counting import count_system_prompts_apart
 from proxy.upstream.calls import UpstreamEndpoint
 from proxy.upstream.transport import UpstreamTransport
 from registry.aliases import ResolvedAlias, resolve
@@ -179,13 +178,8 @@ class Gateway:
         return resolved
 
     def _resolve(self, caller: Caller, name: str) -> ResolvedAlias | None:
-        with Session(self.engine) as session:
-            resolved = resolve(session=session, name=name, team_id=caller.team_id, team=caller.team)
-        if resolved is not None:  # counted here, off the event loop, for the requests that inject them
-            spec = resolved.spec
-            targets = (spec.target, *spec.canary, *([spec.fallback] if spec.fallback else []))
-            count_system_prompts_apart((t.system_prompt, t.model) for t in targets if t.system_prompt)
-        return resolved
+        with Session(self.engine) as session:  # with its system prompts' token counts, stored when it was written
+            return resolve(session=session, name=name, team_id=caller.team_id, team=caller.team)
 
     def upstream(self, name: str) -> UpstreamEndpoint:
         table = self._upstreams.get("all")

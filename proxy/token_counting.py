@@ -1,5 +1,5 @@
-"""The token-counting child: a serving process counts the system prompts it injects in a short-lived child
-process, so that it never holds tiktoken's encodings (about 46 MiB a process)."""
+"""The token-counting child: a serving process counts the system prompts of an alias write in a short-lived child
+process, so that it never holds tiktoken's encodings."""
 
 from __future__ import annotations
 
@@ -7,34 +7,31 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Sequence
 
-from registry.tokens import count_system_prompt, encodings_loaded, remember_system_prompts, uncounted_system_prompts
+from registry.tokens import TokenCount, count_here, encodings_loaded
 
 log = logging.getLogger("tunegate.tokens")
 
 
-def count_system_prompts_apart(pairs: Iterable[tuple[str, str]]) -> None:
-    """Count the ``(prompt, model)`` pairs not counted yet in a short-lived child process, so that
-    :func:`registry.tokens.system_prompt_tokens` answers them from memory and a serving process never holds tiktoken's
-    encodings (about 46 MiB a process) for the prompts it injects. Where the encodings are loaded here
-    already, or the child fails, they are counted here."""
-    missing = uncounted_system_prompts(pairs)
-    if not missing:
-        return
-    counts: list[int] | None = None
+def count_in_child(pairs: Sequence[tuple[str, str]]) -> list[TokenCount]:
+    """The serving process's :data:`registry.tokens.PromptCounter`: one child counts all the ``(prompt, encoding)``
+    pairs of one call. Where the encodings are loaded here already, or the child fails, they are counted here."""
+    if not pairs:
+        return []
     if not encodings_loaded():
         try:
             child = subprocess.run(
                 [sys.executable, "-m", "registry.tokens"],
-                input=json.dumps(missing).encode(),
+                input=json.dumps([list(pair) for pair in pairs]).encode(),
                 capture_output=True,
                 timeout=120,
                 check=True,
             )
-            counts = [int(n) for n in json.loads(child.stdout)]
+            counts = [TokenCount(int(tokens), bool(exact)) for tokens, exact in json.loads(child.stdout)]
+            if len(counts) == len(pairs):
+                return counts
+            log.warning("the token-counting child answered %d counts for %d prompts", len(counts), len(pairs))
         except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
             log.warning("counting system prompts in a child process failed (%s); counting them here", exc)
-    if counts is None or len(counts) != len(missing):
-        counts = [count_system_prompt(prompt, model) for prompt, model in missing]
-    remember_system_prompts(zip(missing, counts, strict=True))
+    return count_here(pairs)

@@ -22,8 +22,9 @@ from config.splits import ModelRepeated, WeightsOff, split_problem, target_and_c
 from registry.audit import record as audit
 from registry.errors import Conflict, Invalid, NotFound
 from registry.models import Alias, AliasVersion, Team, Upstream, utcnow
+from registry.prompt_counts import store_counts, stored_counts
 from registry.teams import check_team_name, get_team
-from registry.tokens import system_prompt_tokens
+from registry.tokens import encoding_name, remembered_system_prompts, system_prompt_tokens
 
 Policy = Literal["prepend", "if_absent", "replace"]
 WILDCARD = "*"
@@ -102,10 +103,19 @@ class ResolvedAlias(BaseModel):
     version: int
     spec: AliasSpec
     pattern: str | None = None  # the pattern alias that matched ``name``, which then is the model forwarded
+    # (prompt, encoding, tokens) of each target's system prompt in its model's encoding: read when resolved
+    prompt_tokens: tuple[tuple[str, str, int], ...] = ()
 
     def system_prompt_tokens(self, target: Target) -> int:
         """What ``target``'s system prompt costs in a chat request (0 without one)."""
-        return system_prompt_tokens(target.system_prompt, target.model) if target.system_prompt else 0
+        prompt = target.system_prompt
+        if not prompt:
+            return 0
+        encoding = encoding_name(target.model)
+        for known, known_encoding, tokens in self.prompt_tokens:
+            if known_encoding == encoding and known == prompt:
+                return tokens
+        return system_prompt_tokens(prompt, target.model)  # not resolved with its counts: counted once a process
 
 
 # -- what an admin sends: a partial change, turned into a complete spec by build_spec -------------------------
@@ -285,6 +295,16 @@ def scope_of(team_id: int | None) -> str:
     return "global" if team_id is None else f"team:{team_id}"
 
 
+def prompted_targets(spec: AliasSpec) -> list[Target]:
+    """The targets of a version that inject a system prompt: of its target, canaries and fallback."""
+    targets = (spec.target, *spec.canary, *([spec.fallback] if spec.fallback else []))
+    return [target for target in targets if target.system_prompt]
+
+
+def prompts_of(spec: AliasSpec) -> set[str]:
+    return {target.system_prompt for target in prompted_targets(spec) if target.system_prompt}
+
+
 def set_alias(
     *,
     session: Session,
@@ -296,16 +316,18 @@ def set_alias(
     based_on: int | None = None,
     action: str = "alias.set",
 ) -> AliasVersion | None:
-    """Make ``spec`` the alias's current version; None when it is that already (nothing is written)."""
+    """Make ``spec`` the alias's current version, with its system prompts' token counts; None when it is that
+    already (nothing is written)."""
     alias = session.exec(select(Alias).where(Alias.name == name, Alias.scope == scope_of(team_id))).first()
+    if alias is not None:
+        current = current_version(session=session, alias=alias)
+        if current is not None and AliasSpec.model_validate(current.spec) == spec:
+            return None
+    store_counts(session=session, prompts=prompts_of(spec))  # counted before this write's rows, not while they wait
     if alias is None:
         alias = Alias(name=name, team_id=team_id, scope=scope_of(team_id))
         session.add(alias)
         session.flush()
-    else:
-        current = current_version(session=session, alias=alias)
-        if current is not None and AliasSpec.model_validate(current.spec) == spec:
-            return None
     assert alias.id is not None
     previous = alias.current_version or None
     alias.current_version += 1
@@ -627,7 +649,13 @@ def resolve(*, session: Session, name: str, team_id: int, team: str) -> Resolved
             return None  # a disabled team alias hides the global one too: the team chose to switch it off
         if _visible(alias, spec, team_id, team):
             assert alias.id is not None
-            return ResolvedAlias(name=name, alias_id=alias.id, version=version.version, spec=spec)
+            return ResolvedAlias(
+                name=name,
+                alias_id=alias.id,
+                version=version.version,
+                spec=spec,
+                prompt_tokens=_prompt_tokens(session, spec),
+            )
     matches: list[tuple[Alias, AliasVersion, AliasSpec]] = []
     shadowed: set[str] = set()
     for alias, version in _current_rows(session, team_id, col(Alias.name).contains(WILDCARD)):
@@ -642,7 +670,26 @@ def resolve(*, session: Session, name: str, team_id: int, team: str) -> Resolved
     alias, version, spec = max(matches, key=lambda m: (len(m[0].name), m[0].team_id is not None))
     assert alias.id is not None
     forwarded = spec.model_copy(update={"target": spec.target.model_copy(update={"model": name})})
-    return ResolvedAlias(name=name, alias_id=alias.id, version=version.version, spec=forwarded, pattern=alias.name)
+    return ResolvedAlias(
+        name=name,
+        alias_id=alias.id,
+        version=version.version,
+        spec=forwarded,
+        pattern=alias.name,
+        prompt_tokens=_prompt_tokens(session, forwarded),
+    )
+
+
+def _prompt_tokens(session: Session, spec: AliasSpec) -> tuple[tuple[str, str, int], ...]:
+    """Each target's prompt in its model's encoding, with its stored count; a count the table lacks (a version
+    written before counts were stored) is counted by the installed counter, once a process."""
+    wanted = sorted({(t.system_prompt, encoding_name(t.model)) for t in prompted_targets(spec) if t.system_prompt})
+    if not wanted:
+        return ()
+    stored = stored_counts(session=session, prompts={prompt for prompt, _ in wanted})
+    missing = [pair for pair in wanted if pair not in stored]
+    stored.update(zip(missing, remembered_system_prompts(missing), strict=True))
+    return tuple((prompt, encoding, stored[(prompt, encoding)]) for prompt, encoding in wanted)
 
 
 def visible_aliases(*, session: Session, team_id: int, team: str) -> list[tuple[Alias, AliasSpec]]:

@@ -27,11 +27,13 @@ from registry.aliases import (
     find_alias,
     is_pattern,
     list_aliases,
+    prompts_of,
     put_alias,
 )
 from registry.audit import record as audit
-from registry.db import migrate
+from registry.db import migrate, session_scope
 from registry.models import Alias, AliasVersion, Team, Upstream
+from registry.prompt_counts import store_counts
 from registry.teams import create_team
 from registry.upstreams import delete_upstream, list_upstreams, set_upstream
 
@@ -39,9 +41,19 @@ _PG_APPLY_LOCK = 7_262_024  # pg_advisory_xact_lock key: replicas starting toget
 
 
 def prepare_database(engine: Engine, settings: Settings) -> None:
-    """Migrate the schema and apply the file's teams, upstreams and aliases: once per start, before serving."""
+    """Migrate the schema, apply the file's teams, upstreams and aliases, and count the system prompts of versions
+    written before their counts were stored: once per start, before serving."""
     migrate(engine)
     apply_settings(engine, settings, keep_later_changes=True)
+    with session_scope(engine) as session:
+        count_current_prompts(session=session)
+
+
+def count_current_prompts(*, session: Session) -> int:
+    """Store the token counts the aliases' current versions' system prompts lack, in one count; returns how many."""
+    return store_counts(
+        session=session, prompts={p for row in list_aliases(session=session) for p in prompts_of(row.spec)}
+    )
 
 
 @dataclass(frozen=True)

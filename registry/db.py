@@ -74,7 +74,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def migrate(engine: Engine, revision: str = "heads") -> None:
+def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe when several replicas start at once."""
     # Imported here: Alembic is 11 MiB a worker process that does not migrate (`serve --workers N`) never needs.
     from alembic import command

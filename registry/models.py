@@ -1,4 +1,5 @@
-"""The tables: teams, their keys, upstreams, versioned aliases, usage records and the audit log.
+"""The tables: teams, their keys, upstreams, versioned aliases and their prompts' token counts, usage records
+and the audit log.
 
 Times are aware UTC datetimes (``utcnow()``); SQLModel stores them as UTC on SQLite and PostgreSQL.
 """
@@ -125,6 +126,18 @@ class AuditEntry(SQLModel, table=True):
     action: str = Field(max_length=64)
     target: str = Field(max_length=256)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SystemPromptCount(SQLModel, table=True):
+    """What a system message with one prompt costs in one encoding, counted when an alias version naming the
+    prompt is written (migration 0005): the request path reads it instead of counting."""
+
+    __tablename__ = "system_prompt_count"
+    prompt_sha256: str = Field(max_length=64, primary_key=True)  # sha256 hex of the prompt's UTF-8
+    encoding: str = Field(max_length=32, primary_key=True)  # tiktoken's name: cl100k_base | o200k_base
+    tokens: int
+    exact: bool = True  # False: tiktoken's file was not there, an estimate (counted again once it is)
+    counted_at: datetime = Field(default_factory=utcnow)
 
 
 # -- finance: budgets, rate limits and the counters that enforce them (migration 0004) ----------------------

@@ -24,7 +24,7 @@ from registry.costing import E8, from_e8, money
 from registry.errors import Invalid, NotFound
 from registry.models import Alias, AliasVersion, FineTuneJob, Team, UsageRecord, utcnow
 from registry.pricing import PriceTable
-from registry.tokens import system_prompt_tokens
+from registry.prompt_counts import prompt_tokens
 
 GROUPS = ("team", "alias", "model", "served_by", "day", "kind")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -301,7 +301,7 @@ def savings(
         (based if is_prompted else tuned).add(model, values)
 
     fine_tuned_model, base = _targets(spec, tuned, based)
-    base_prompt_tokens = _prompt_tokens(base, tuned, based)
+    base_prompt_tokens = _prompt_tokens(session, base, tuned, based)
 
     # The prompt tokens each side cost or saved, valued at the input price of the model that needs them.
     injected_usd = saved_usd = Decimal(0)
@@ -405,9 +405,9 @@ def _targets(spec: AliasSpec | None, tuned: _Side, based: _Side) -> tuple[str | 
     return fine_tuned, base
 
 
-def _prompt_tokens(base: Target | None, tuned: _Side, based: _Side) -> int:
+def _prompt_tokens(session: Session, base: Target | None, tuned: _Side, based: _Side) -> int:
     if base is not None and base.system_prompt:
-        return system_prompt_tokens(base.system_prompt, base.model)
+        return prompt_tokens(session=session, prompt=base.system_prompt, model=base.model)
     if based.totals.requests and based.totals.injected_tokens:
         return based.totals.injected_tokens // based.totals.requests
     if tuned.totals.requests and tuned.totals.saved_tokens:

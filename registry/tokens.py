@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -53,9 +53,18 @@ def _cache_dir() -> Path:
     return Path(explicit) if explicit else Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
+def _encoding_file(name: str) -> Path:
+    return _cache_dir() / hashlib.sha1(_BLOB.format(name=name).encode()).hexdigest()
+
+
+def encoding_available(name: str) -> bool:
+    """Whether tiktoken's file for encoding ``name`` is here, so that a count would be exact (nothing is loaded)."""
+    return _encoding_file(name).is_file()
+
+
 @lru_cache(maxsize=4)
 def _encoding(name: str) -> Any | None:
-    cached = _cache_dir() / hashlib.sha1(_BLOB.format(name=name).encode()).hexdigest()
+    cached = _encoding_file(name)
     if not cached.is_file():
         return None
     import tiktoken
@@ -70,11 +79,15 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(ascii_chars / 4) + (len(text) - ascii_chars)
 
 
-def count_text(text: str, model: str) -> TokenCount:
-    enc = _encoding(encoding_name(model))
+def _count_in(text: str, encoding: str) -> TokenCount:
+    enc = _encoding(encoding)
     if enc is None:
         return TokenCount(estimate_tokens(text), exact=False)
     return TokenCount(len(enc.encode(text, disallowed_special=())), exact=True)
+
+
+def count_text(text: str, model: str) -> TokenCount:
+    return _count_in(text, encoding_name(model))
 
 
 def count_messages(messages: list[dict[str, Any]], model: str) -> TokenCount:
@@ -95,36 +108,65 @@ def count_messages(messages: list[dict[str, Any]], model: str) -> TokenCount:
 
 # -- the system prompts the gateway injects ----------------------------------------------------------------
 
+# Every encoding encoding_name() answers: a stored prompt is counted in each, since a pattern alias forwards
+# whatever model a client names.
+ENCODINGS = ("cl100k_base", "o200k_base")
+
+PromptCounter = Callable[[Sequence[tuple[str, str]]], list[TokenCount]]
+"""Counts ``(prompt, encoding)`` pairs: what a system message with each prompt costs in that encoding."""
+
+
+def system_message_tokens(prompt: str, encoding: str) -> TokenCount:
+    """What a system message with ``prompt`` costs in a chat request: 3 framing tokens, its role and its text."""
+    role, text = _count_in("system", encoding), _count_in(prompt, encoding)
+    return TokenCount(3 + role.tokens + text.tokens, role.exact and text.exact)
+
+
+def count_system_prompt(prompt: str, model: str) -> int:
+    return system_message_tokens(prompt, encoding_name(model)).tokens
+
+
+def count_here(pairs: Sequence[tuple[str, str]]) -> list[TokenCount]:
+    """The default :data:`PromptCounter`: in this process, loading tiktoken's encodings."""
+    return [system_message_tokens(prompt, encoding) for prompt, encoding in pairs]
+
+
+_counter: PromptCounter = count_here
+
+
+def set_prompt_counter(counter: PromptCounter) -> PromptCounter:
+    """How this process counts system prompts from now on; returns the counter it replaces. A serving process
+    installs one that counts in a child process (``proxy.serving.lean_serving_process``): the registry starts none."""
+    global _counter
+    previous, _counter = _counter, counter
+    return previous
+
+
+def count_system_prompts(pairs: Sequence[tuple[str, str]]) -> list[TokenCount]:
+    """``(prompt, encoding)`` pairs counted by the installed counter, all in one call."""
+    return _counter(pairs) if pairs else []
+
+
 _system_prompts: LRUCache[tuple[str, str], int] = LRUCache(maxsize=4096)
 _system_prompts_lock = threading.Lock()
 
 
-def count_system_prompt(prompt: str, model: str) -> int:
-    return 3 + count_text("system", model).tokens + count_text(prompt, model).tokens
+def remembered_system_prompts(pairs: Sequence[tuple[str, str]]) -> list[int]:
+    """``(prompt, encoding)`` pairs' tokens, each counted once a process: those not in memory in one counter call."""
+    with _system_prompts_lock:
+        known = {pair: _system_prompts[pair] for pair in pairs if pair in _system_prompts}
+    missing = sorted(set(pairs) - set(known))
+    if missing:
+        counted = {pair: count.tokens for pair, count in zip(missing, count_system_prompts(missing), strict=True)}
+        with _system_prompts_lock:
+            _system_prompts.update(counted)
+        known.update(counted)
+    return [known[pair] for pair in pairs]
 
 
 def system_prompt_tokens(prompt: str, model: str) -> int:
-    """What a system message with ``prompt`` costs in a chat request: 3 framing tokens, its role and its text."""
-    with _system_prompts_lock:
-        counted = _system_prompts.get((prompt, model))
-    if counted is None:
-        counted = count_system_prompt(prompt, model)
-        with _system_prompts_lock:
-            _system_prompts[(prompt, model)] = counted
-    return counted
-
-
-def uncounted_system_prompts(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The ``(prompt, model)`` pairs :func:`system_prompt_tokens` would have to count (not in memory yet)."""
-    with _system_prompts_lock:
-        return sorted({pair for pair in pairs if pair not in _system_prompts})
-
-
-def remember_system_prompts(counts: Iterable[tuple[tuple[str, str], int]]) -> None:
-    """Counts made elsewhere (a child process), answered from memory by :func:`system_prompt_tokens`."""
-    with _system_prompts_lock:
-        for pair, counted in counts:
-            _system_prompts[pair] = counted
+    """What a system message with ``prompt`` costs in a chat request to ``model``, counted once a process."""
+    return remembered_system_prompts([(prompt, encoding_name(model))])[0]
 
 
 def encodings_loaded() -> bool:
@@ -132,10 +174,10 @@ def encodings_loaded() -> bool:
 
 
 def _main() -> None:
-    """The child of :func:`proxy.token_counting.count_system_prompts_apart`: ``[[prompt, model], ...]`` in,
-    ``[tokens, ...]`` out."""
-    pairs = json.loads(sys.stdin.buffer.read())
-    json.dump([count_system_prompt(prompt, model) for prompt, model in pairs], sys.stdout)
+    """The child of :func:`proxy.token_counting.count_in_child`: ``[[prompt, encoding], ...]`` in,
+    ``[[tokens, exact], ...]`` out."""
+    pairs = [(str(prompt), str(encoding)) for prompt, encoding in json.loads(sys.stdin.buffer.read())]
+    json.dump([[count.tokens, count.exact] for count in count_here(pairs)], sys.stdout)
 
 
 if __name__ == "__main__":
