@@ -7,26 +7,21 @@ Token counts come from the fake upstream's documented rule: "Where is gate D?" a
 
 from __future__ import annotations
 
-import os
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
-from config import load_settings
-from proxy.app import create_app
-from proxy.state import Gateway
 from registry.tokens import system_prompt_tokens
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, FakeUpstreamHandle, GatewayHandle, _postgres_database
-from tests.utils.servers import ServerThread
+from tests.utils.gateways import ADMIN_KEY, GatewayHandle, serve_gateway
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
 PRICES_YAML = """\
 prices:
@@ -42,7 +37,7 @@ GATE_PROMPT = " ".join(["gate"] * 200)  # 200 tokens in cl100k and in the fake: 
 # What the gateway counts for BRIEF: 7 with tiktoken's encoding files, an estimate without them (a machine
 # without ../shared/tiktoken_cache); the tests whose dollar figures are hand-computed from 7 and 204 need them.
 BRIEF_INJECTED = system_prompt_tokens(BRIEF, "gpt-3.5-turbo")
-QUESTION = [{"role": "user", "content": "Where is gate D?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]
 QUESTION_TOKENS, ANSWER_TOKENS = 12, 7
 
 
@@ -77,8 +72,6 @@ def finance_yaml(database_url: str, fake_base_url: str, prices: Path) -> str:
 
 @dataclass
 class FinanceGateway(GatewayHandle):
-    config: Path = Path()
-
     def new_team(self, prefix: str = "fin") -> tuple[str, str, int]:
         """A new team and a team key: (team, key, key id)."""
         team = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -98,39 +91,23 @@ class FinanceGateway(GatewayHandle):
 
     def wait_for_requests(self, team: str, requests: int, *, timeout: float = 10.0, **params: Any) -> dict[str, Any]:
         """The team's usage report once it counts ``requests`` (the writer flushes asynchronously)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def counted() -> dict[str, Any] | None:
             body: dict[str, Any] = self.report(team=team, **params).json()
-            if body["totals"]["requests"] >= requests or time.monotonic() > deadline:
-                assert body["totals"]["requests"] == requests, body
-                return body
-            time.sleep(0.02)
+            return body if body["totals"]["requests"] >= requests else None
 
-
-def usd(value: str) -> Decimal:
-    return Decimal(value)
-
-
-def fresh_database(database_url: str, tmp_path: Path) -> Iterator[str]:
-    """An empty database of the same kind as ``database_url``: the module's totals are its own."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'finance.db'}"
-        return
-    base = os.environ.get("TUNEGATE_TEST_DATABASE_URL")
-    if not base:
-        pytest.skip("no PostgreSQL")
-    yield from _postgres_database(base)
+        body = eventually(counted, what=f"{requests} requests in {team}'s usage report", timeout=timeout, interval=0.02)
+        assert body["totals"]["requests"] == requests, body
+        return body
 
 
 @contextmanager
 def finance_gateway(database_url: str, fake: FakeUpstreamHandle, tmp_path: Path) -> Iterator[FinanceGateway]:
-    os.environ["TUNEGATE_ADMIN_KEY"] = ADMIN_KEY
-    os.environ["TUNEGATE_TEST_UPSTREAM_KEY"] = UPSTREAM_KEY
     prices = tmp_path / "prices.yaml"
     prices.write_text(PRICES_YAML, encoding="utf-8")
-    config = tmp_path / "finance.yaml"
-    config.write_text(finance_yaml(database_url, fake.base_url, prices), encoding="utf-8")
-    settings = load_settings(config)
-    gw = Gateway(settings)
-    with ServerThread(create_app(settings, gateway=gw)) as server:
-        yield FinanceGateway(server.url, gw, config=config)
+    with serve_gateway(
+        tmp_path / "finance.yaml",
+        finance_yaml(database_url, fake.base_url, prices),
+        secrets={"TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY},
+    ) as handle:
+        yield FinanceGateway(handle.url, handle.gateway, handle.keys, handle.config)

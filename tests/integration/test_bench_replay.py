@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +11,9 @@ import openai
 import pytest
 
 from bench.replay import save_answers, sse_events
-from tests.conftest import UPSTREAM_KEY, FakeUpstreamHandle
-from tests.utils.servers import free_port, wait_until_ready
+from tests.utils.processes import serving
+from tests.utils.servers import free_port
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is gate D1?"}]
@@ -42,13 +42,9 @@ def recorded(
 def replay_url(recorded: tuple[Path, dict[str, bytes]]) -> Iterator[str]:
     port = free_port()
     argv = [sys.executable, "-m", "bench.replay", "--port", str(port), "--answers", str(recorded[0])]
-    process = subprocess.Popen(argv, cwd=ROOT)
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}")  # any GET is answered 200
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(10)
+    log = recorded[0].with_name("replay.log")
+    with serving(argv, port=port, cwd=ROOT, log=log) as served:  # /readyz: any GET is answered 200
+        yield served.url + "/v1"
 
 
 def test_replays_the_completion_byte_for_byte(replay_url: str, recorded: tuple[Path, dict[str, bytes]]) -> None:

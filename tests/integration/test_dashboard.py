@@ -12,7 +12,6 @@ import io
 import os
 import random
 import shutil
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -27,9 +26,10 @@ from sqlmodel import Session, select
 from registry.models import Team
 from registry.tokens import system_prompt_tokens
 from registry.usage import Usage
-from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, FakeUpstreamHandle, GatewayHandle
 from tests.utils.chromium import CDPError, Page, chromium, find_chromium
-from tests.utils.gateways import running_gateway
+from tests.utils.gateways import ADMIN_KEY, PUDONG_PROMPT, GatewayHandle, running_gateway
+from tests.utils.upstreams import FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(
@@ -107,7 +107,7 @@ def seed_history(handle: GatewayHandle, today: date, days: int = 13) -> int:
                     if alias == "prompted-prepend":  # its target carries the prompt: injected every time
                         injected = system_prompt_tokens(BRIEF, model)
                     completion = int(completion_size * rng.uniform(0.6, 1.4))
-                    handle.gateway.limits.submit(
+                    handle.gateway.record(
                         Usage(
                             created_at=moment + timedelta(seconds=i),
                             day=day,
@@ -130,7 +130,7 @@ def seed_history(handle: GatewayHandle, today: date, days: int = 13) -> int:
                     count += 1
     # The training job that produced the pudong fine-tune: 2.4M trained tokens.
     first = today - timedelta(days=days + 1)
-    handle.gateway.limits.submit(
+    handle.gateway.record(
         Usage(
             created_at=datetime(first.year, first.month, first.day, 9, tzinfo=UTC),
             day=first,
@@ -162,14 +162,6 @@ def usage(handle: GatewayHandle, start: str, end: str, group_by: str, key: str =
     return body
 
 
-def wait_until(check: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout}s")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def finance(
     own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
@@ -194,7 +186,8 @@ def finance(
                 client.embeddings.create(model=alias, input="gate D")
         expected = seeded + 5
         span = ((today - timedelta(days=30)).isoformat(), today.isoformat())
-        wait_until(lambda: handle.gateway.usage.pending == 0)  # every record committed, the training one too
+        # every record committed, the training one too
+        eventually(lambda: handle.gateway.usage.pending == 0, what="the usage writer to commit", timeout=30)
         assert usage(handle, *span, "team")["totals"]["requests"] == expected
 
         # Budgets at a share of this month's spend, once every charge is in the team's month-to-date figure.
@@ -209,7 +202,7 @@ def finance(
             rows = handle.admin("GET", "/admin/budgets").json()["data"]
             return all(Decimal(r["spent_usd"]) == spent.get(r["team"], Decimal(0)) for r in rows)
 
-        wait_until(charged)
+        eventually(charged, what="every team's spend to be charged", timeout=30)
         key = handle.admin("POST", "/admin/keys", json={"team": "airport-cs", "name": "finance", "role": "finance"})
         assert key.status_code == 201, key.text
         yield handle, key.json()["key"]
@@ -238,14 +231,11 @@ def allow_downloads(page: Page, directory: Path) -> None:
 
 
 def downloaded(directory: Path, timeout: float = 15.0) -> Path:
-    deadline = time.monotonic() + timeout
-    while True:
-        files = [p for p in directory.iterdir() if p.suffix == ".csv"]
-        if files:
-            return files[0]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no CSV downloaded to {directory}")
-        time.sleep(0.05)
+    return eventually(
+        lambda: next((p for p in directory.iterdir() if p.suffix == ".csv"), None),
+        what=f"a CSV downloaded to {directory}",
+        timeout=timeout,
+    )
 
 
 def test_dashboard_shows_the_usage_api_figures(

@@ -18,6 +18,7 @@ import pytest
 
 from proxy.fake_upstream import FakeUpstream, count_tokens, server
 from tests.utils.openai_schema import validate
+from tests.utils.waiting import eventually
 
 KEY = "sk-test-fake-upstream"
 SYSTEM = {"role": "system", "content": "You are terse."}  # 3 + 1 + 4 ("You", "are", "terse", ".") = 8
@@ -37,10 +38,7 @@ def base_url() -> Iterator[str]:
     srv = server(FakeUpstream(api_key=KEY), host="127.0.0.1", port=port)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "fake upstream did not start"
-        time.sleep(0.01)
+    eventually(lambda: srv.started, what="the fake upstream to start", interval=0.01)
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(timeout=10)

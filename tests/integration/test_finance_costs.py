@@ -3,11 +3,11 @@ requests through the gateway to the fake upstream, and figures worked out by han
 
 from __future__ import annotations
 
-import time as clock
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from typing import Any
 
 import openai
 import pytest
@@ -15,7 +15,6 @@ from sqlmodel import Session, select
 
 from registry.models import Team, UsageRecord
 from registry.usage import Usage
-from tests.conftest import NEEDS_ENCODINGS, TIKTOKEN_EXACT, FakeUpstreamHandle
 from tests.integration.finance_support import (
     ANSWER_TOKENS,
     BRIEF_INJECTED,
@@ -25,18 +24,18 @@ from tests.integration.finance_support import (
     QUESTION_TOKENS,
     FinanceGateway,
     finance_gateway,
-    fresh_database,
 )
+from tests.utils.tokens import NEEDS_ENCODINGS, TIKTOKEN_EXACT
+from tests.utils.upstreams import FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
 
 @pytest.fixture(scope="module")
 def fin(
-    database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
+    own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FinanceGateway]:
-    tmp = tmp_path_factory.mktemp("finance-costs")
-    for url in fresh_database(database_url, tmp):
-        with finance_gateway(url, fake_upstream, tmp) as handle:
-            yield handle
+    with finance_gateway(own_database_url, fake_upstream, tmp_path_factory.mktemp("finance-costs")) as handle:
+        yield handle
 
 
 def client(fin: FinanceGateway, key: str) -> openai.OpenAI:
@@ -157,11 +156,12 @@ def test_savings_compares_the_fine_tune_with_the_base_model_and_its_prompt(
         model=FT_GATES, served_by="training", prompt_tokens=120_000,
     )  # fmt: skip
     fin.wait_for_requests(team, 4)
-    deadline = clock.monotonic() + 10  # the training record may come in the writer's next batch
-    while (report := fin.report(path="/admin/savings", alias="gate-support", team=team).json())["training"][
-        "records"
-    ] < 1 and clock.monotonic() < deadline:
-        clock.sleep(0.02)
+
+    def savings() -> dict[str, Any] | None:  # the training record may come in the writer's next batch
+        body: dict[str, Any] = fin.report(path="/admin/savings", alias="gate-support", team=team).json()
+        return body if body["training"]["records"] >= 1 else None
+
+    report = eventually(savings, what="the training record in gate-support's savings", interval=0.02)
     assert (report["fine_tuned_model"], report["base_model"], report["base_prompt_tokens"]) == (
         FT_GATES,
         "gpt-3.5-turbo",

@@ -3,11 +3,9 @@ processes (and the in-process gateway the admin calls go to), the openai SDK as 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,12 +23,14 @@ from registry.db import make_engine, migrate, session_scope
 from registry.models import RateCounter, TeamSpend, UsageRecord, utcnow
 from registry.teams import create_team
 from registry.usage import SqliteUsageInsert, Usage, insert_usage
-from tests.conftest import FakeUpstreamHandle
-from tests.integration.finance_support import FT_PUDONG, QUESTION, FinanceGateway, finance_gateway, fresh_database
+from tests.integration.finance_support import FT_PUDONG, QUESTION, FinanceGateway, finance_gateway
+from tests.utils.gateways import ADMIN_KEY
 from tests.utils.openai_schema import validate
-from tests.utils.servers import ServerThread, free_port, wait_until_ready
+from tests.utils.processes import serve_tunegate
+from tests.utils.servers import ServerThread, free_port
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
-TUNEGATE = Path(sys.executable).with_name("tunegate")
 REQUEST_USD = 0.078  # a pudong-support request served by its fine-tune: 12 * $3000/M + 7 * $6000/M
 
 
@@ -65,50 +65,34 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(
-    database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
+    own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("finance-limits")
-    for url in fresh_database(database_url, tmp):
-        with finance_gateway(url, fake_upstream, tmp) as fin, ServerThread(receiver := WebhookReceiver()) as hook:
-            ports = [free_port(), free_port()]
-            logs = [(tmp / f"gateway-{port}.log").open("w") for port in ports]
-            processes = [
-                subprocess.Popen(
-                    [str(TUNEGATE), "serve", "--config", str(fin.config), "--port", str(port)],
-                    cwd=tmp,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-                for port, log in zip(ports, logs, strict=True)
-            ]
-            try:
-                for port in ports:
-                    wait_until_ready(f"http://127.0.0.1:{port}")
-                yield Cluster(fin, [f"http://127.0.0.1:{p}/v1" for p in ports], receiver, hook.url + "/alerts")
-            finally:
-                for process in processes:
-                    process.terminate()
-                for process, log in zip(processes, logs, strict=True):
-                    process.wait(30)
-                    log.close()
+    env = {"TUNEGATE_ADMIN_KEY": ADMIN_KEY, "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    with (
+        finance_gateway(own_database_url, fake_upstream, tmp) as fin,
+        ServerThread(receiver := WebhookReceiver()) as hook,
+        ExitStack() as started,
+    ):
+        processes = [
+            started.enter_context(serve_tunegate(["--config", str(fin.config)], port=free_port(), cwd=tmp, env=env))
+            for _ in range(2)
+        ]
+        yield Cluster(fin, [served.url + "/v1" for served in processes], receiver, hook.url + "/alerts")
 
 
 def sdk(base_url: str, key: str, **kwargs: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, **kwargs)
 
 
-def poll(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
-
-
 def early_in_a_minute(seconds_needed: int = 15) -> None:
     """Start a per-minute test with the window's end far enough away (waits at most a minute)."""
-    poll(lambda: datetime.now(UTC).second < 60 - seconds_needed, timeout=61)
+    eventually(
+        lambda: datetime.now(UTC).second < 60 - seconds_needed,
+        what=f"a minute with {seconds_needed}s left",
+        timeout=61,
+        interval=0.02,
+    )
 
 
 def test_two_processes_stop_a_team_at_its_hard_limit_with_a_bounded_overshoot(
@@ -188,7 +172,7 @@ def test_two_processes_stop_a_team_at_its_hard_limit_with_a_bounded_overshoot(
         events = sorted(p["event"] for p in cluster.webhook.posts if p["team"] == team)
         return events if len(events) >= 2 else None
 
-    assert poll(alerts) == ["budget.hard_limit", "budget.soft_threshold"]
+    assert eventually(alerts, what=f"both alerts of {team}") == ["budget.hard_limit", "budget.soft_threshold"]
     soft = next(p for p in cluster.webhook.posts if p["team"] == team and p["event"] == "budget.soft_threshold")
     assert (soft["budget_usd"], soft["soft_threshold_pct"]) == ("0.78000000", 50)
     assert float(soft["spent_usd"]) >= 0.39
@@ -208,7 +192,7 @@ def test_a_stream_that_overshoots_is_charged_in_full(cluster: Cluster) -> None:
         rows = [b for b in fin.admin("GET", "/admin/budgets").json()["data"] if b["team"] == team]
         return rows[0]["spent_usd"] if rows and rows[0]["spent_usd"] != "0.00000000" else None
 
-    assert poll(spent) == "0.07800000"  # the whole request, past the $0.05 budget
+    assert eventually(spent, what=f"{team}'s charge") == "0.07800000"  # the whole request, past the $0.05 budget
     assert fin.wait_for_requests(team, 1)["totals"]["cost_usd"] == "0.07800000"
     for url in cluster.processes:
         with pytest.raises(openai.RateLimitError) as refused:
@@ -243,7 +227,7 @@ def test_charges_go_on_when_postgresql_drops_the_gateways_connections(cluster: C
         rows = [b for b in fin.admin("GET", "/admin/budgets").json()["data"] if b["team"] == team]
         return rows[0]["spent_usd"] if rows and rows[0]["spent_usd"] == "0.23400000" else None
 
-    assert poll(spent) == "0.23400000"  # three requests at $0.078, none lost
+    assert eventually(spent, what=f"{team}'s three charges") == "0.23400000"  # three requests at $0.078, none lost
     assert fin.wait_for_requests(team, 3)["totals"]["cost_usd"] == "0.23400000"
 
 
@@ -277,7 +261,7 @@ def test_an_answer_waits_for_its_charge_at_most_the_settle_timeout(
         rows = [b for b in fin.admin("GET", "/admin/budgets").json()["data"] if b["team"] == team]
         return rows[0]["spent_usd"] if rows and rows[0]["spent_usd"] == "0.15600000" else None
 
-    assert poll(spent) == "0.15600000"  # both requests at $0.078
+    assert eventually(spent, what=f"{team}'s two charges") == "0.15600000"  # both requests at $0.078
     assert fin.wait_for_requests(team, 2)["totals"]["cost_usd"] == "0.15600000"
 
 

@@ -4,32 +4,29 @@ commands, over a fixed set of requests (finance_support's prices; figures worked
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, FakeUpstreamHandle
 from tests.integration.finance_support import (
     BRIEF_INJECTED,
     FT_PUDONG,
     QUESTION,
     FinanceGateway,
     finance_gateway,
-    fresh_database,
 )
+from tests.utils.gateways import ADMIN_KEY
 from tests.utils.openai_schema import validate
+from tests.utils.processes import run_tunegate
+from tests.utils.upstreams import FakeUpstreamHandle
 
-TUNEGATE = Path(sys.executable).with_name("tunegate")
 MEASURES = [
     "requests",
     "prompt_tokens",
@@ -54,24 +51,22 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def traffic(
-    database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
+    own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Traffic]:
-    tmp = tmp_path_factory.mktemp("finance-reports")
-    for url in fresh_database(database_url, tmp):
-        with finance_gateway(url, fake_upstream, tmp) as fin:
-            tag = uuid.uuid4().hex[:6]
-            alpha, alpha_key, _ = fin.new_team(f"alpha-{tag}")
-            beta, beta_key, _ = fin.new_team(f"beta-{tag}")
-            for key, alias in ((alpha_key, "pudong-support"), (alpha_key, "pudong-support"), (alpha_key, "mini")):
-                openai.OpenAI(base_url=fin.base_url, api_key=key, max_retries=0).chat.completions.create(
-                    model=alias, messages=QUESTION
-                )
-            openai.OpenAI(base_url=fin.base_url, api_key=beta_key, max_retries=0).chat.completions.create(
-                model="pudong-support", messages=QUESTION
+    with finance_gateway(own_database_url, fake_upstream, tmp_path_factory.mktemp("finance-reports")) as fin:
+        tag = uuid.uuid4().hex[:6]
+        alpha, alpha_key, _ = fin.new_team(f"alpha-{tag}")
+        beta, beta_key, _ = fin.new_team(f"beta-{tag}")
+        for key, alias in ((alpha_key, "pudong-support"), (alpha_key, "pudong-support"), (alpha_key, "mini")):
+            openai.OpenAI(base_url=fin.base_url, api_key=key, max_retries=0).chat.completions.create(
+                model=alias, messages=QUESTION
             )
-            fin.wait_for_requests(alpha, 3)
-            fin.wait_for_requests(beta, 1)
-            yield Traffic(fin, alpha, alpha_key, beta, beta_key, fin.finance_key(beta))
+        openai.OpenAI(base_url=fin.base_url, api_key=beta_key, max_retries=0).chat.completions.create(
+            model="pudong-support", messages=QUESTION
+        )
+        fin.wait_for_requests(alpha, 3)
+        fin.wait_for_requests(beta, 1)
+        yield Traffic(fin, alpha, alpha_key, beta, beta_key, fin.finance_key(beta))
 
 
 def row(cost: str, requests: int = 1, *, saved: int = 0, **keys: str) -> dict[str, Any]:
@@ -238,8 +233,7 @@ def test_bad_budget_limit_and_savings_input(
 
 
 def tunegate(fin: FinanceGateway, *args: str, key: str = ADMIN_KEY) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TUNEGATE_URL": fin.url, "TUNEGATE_ADMIN_KEY": key}
-    return subprocess.run([str(TUNEGATE), *args], env=env, capture_output=True, text=True, timeout=60)
+    return run_tunegate(args, env={"TUNEGATE_URL": fin.url, "TUNEGATE_ADMIN_KEY": key}, timeout=60)
 
 
 def test_usage_command_prints_a_table_csv_or_json(traffic: Traffic) -> None:
@@ -261,12 +255,8 @@ def test_usage_command_errors_carry_the_gateways_message(traffic: Traffic) -> No
     bad = tunegate(traffic.fin, "usage", "--by", "region")
     assert bad.returncode == 1
     assert "'group_by' has unknown field 'region'" in bad.stderr and "HTTP 400" in bad.stderr
-    unreachable = subprocess.run(
-        [str(TUNEGATE), "usage", "--url", "http://127.0.0.1:9"],
-        env={**os.environ, "TUNEGATE_ADMIN_KEY": ADMIN_KEY},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    unreachable = run_tunegate(
+        ["usage", "--url", "http://127.0.0.1:9"], env={"TUNEGATE_ADMIN_KEY": ADMIN_KEY}, timeout=60
     )
     assert unreachable.returncode == 1 and "cannot reach the gateway" in unreachable.stderr
 

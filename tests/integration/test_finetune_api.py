@@ -4,15 +4,10 @@ file to a promoted alias, per team, with the failures a user can cause."""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import openai
@@ -21,15 +16,14 @@ from sqlmodel import Session
 
 from proxy.calls.budgets import LAZY_CHARGE_SECONDS
 from proxy.finetune.background import FinetunePoller
-from registry.budgets import month_of, spent_e8
 from registry.costing import to_e8
+from registry.budgets import month_of, spent_e8
 from registry.db import session_scope
 from registry.finetune.jobs import claim_job, release_job
 from registry.finetune.retirement import days_left_by_alias
 from registry.finetune.validation import validate_path
 from registry.models import FineTuneFile
 from registry.teams import get_team
-from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.finetune import (
     FIXTURES,
     MAX_FILE_BYTES,
@@ -41,7 +35,11 @@ from tests.utils.finetune import (
     fake_training_tokens,
     finetune_env,
 )
+from tests.utils.gateways import ADMIN_KEY, PUDONG_PROMPT
 from tests.utils.openai_schema import validate
+from tests.utils.processes import run_tunegate
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
 
 def error_message(exc: openai.APIStatusError) -> str:
@@ -117,13 +115,10 @@ def test_upload_train_promote_and_serve_pudong_support(env: FinetuneEnv) -> None
     assert (served, how, messages) == (done.fine_tuned_model, "model", QUESTION)  # no injected prompt
 
     # the lineage `tunegate alias show` prints: alias version → model → job → training file → validation
-    shown = subprocess.run(
-        [str(Path(sys.executable).with_name("tunegate")), "alias", "show", "pudong-support"],
-        capture_output=True,
-        text=True,
+    shown = run_tunegate(
+        ["alias", "show", "pudong-support"],
+        env={"TUNEGATE_URL": env.gateway.url, "TUNEGATE_ADMIN_KEY": ADMIN_KEY},
         timeout=60,
-        env={**os.environ, "TUNEGATE_URL": env.gateway.url, "TUNEGATE_ADMIN_KEY": ADMIN_KEY},
-        check=False,
     )
     assert shown.returncode == 0, shown.stderr
     sha256 = hashlib.sha256(data).hexdigest()
@@ -182,14 +177,14 @@ def test_training_usage_is_the_trained_tokens_at_the_training_price(env: Finetun
 def _settled_spend(env: FinetuneEnv, team_id: int, month: str) -> int:
     """The team's month-to-date spend once the charges still being gathered (a team without a budget's are
     committed within LAZY_CHARGE_SECONDS) have landed: two reads that agree."""
-    previous = None
-    while True:
+    reads: list[int] = []
+
+    def agreed() -> int | None:
         with Session(env.gw.engine) as session:
-            current = spent_e8(db=session, team_id=team_id, month=month)
-        if current == previous:
-            return current
-        previous = current
-        time.sleep(LAZY_CHARGE_SECONDS + 0.1)
+            reads.append(spent_e8(db=session, team_id=team_id, month=month))
+        return reads[-1] if reads[-2:-1] == reads[-1:] else None
+
+    return eventually(agreed, what="two reads of the spend that agree", interval=LAZY_CHARGE_SECONDS + 0.1)
 
 
 def _team_cost_metric(env: FinetuneEnv, team: str) -> float:
@@ -467,11 +462,8 @@ def test_a_poller_that_died_leaves_its_job_to_the_next(env: FinetuneEnv) -> None
     with session_scope(env.gw.engine) as session:  # replica a claims the job, then is killed before answering
         assert claim_job(session=session, job_id=job_id, owner="replica-a", lease_seconds=0.3)
     poller = FinetunePoller(env.gw, owner="replica-b")
-    deadline = time.monotonic() + 10
     try:
-        while (outcome := poller.poll_job(job_id)) is None:
-            assert time.monotonic() < deadline, "the lease never expired"
-            time.sleep(0.05)
+        outcome = eventually(lambda: poller.poll_job(job_id), what=f"replica a's lease on {job_id} to expire")
     finally:
         poller.close()
     assert (outcome.old_status, outcome.status) == ("validating_files", "queued")

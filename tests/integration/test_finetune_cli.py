@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -17,17 +15,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, NEEDS_ENCODINGS, TIKTOKEN_EXACT, FakeUpstreamHandle
 from tests.utils.finetune import DATASET, FIXTURES, INVALID_DEFECTS, FinetuneEnv, finetune_env
-
-TUNEGATE = Path(sys.executable).with_name("tunegate")
+from tests.utils.gateways import ADMIN_KEY
+from tests.utils.processes import run_tunegate
+from tests.utils.tokens import NEEDS_ENCODINGS, TIKTOKEN_EXACT
+from tests.utils.upstreams import FakeUpstreamHandle
 
 
 def tunegate(*args: str, env: FinetuneEnv | None = None) -> subprocess.CompletedProcess[str]:
-    environ = dict(os.environ)
-    if env is not None:
-        environ.update(TUNEGATE_URL=env.gateway.url, TUNEGATE_ADMIN_KEY=ADMIN_KEY)
-    return subprocess.run([str(TUNEGATE), *args], capture_output=True, text=True, env=environ, timeout=120, check=False)
+    """The command offline, or against ``env``'s gateway with the admin key."""
+    gateway = {"TUNEGATE_URL": env.gateway.url, "TUNEGATE_ADMIN_KEY": ADMIN_KEY} if env is not None else None
+    return run_tunegate(args, env=gateway)
 
 
 def tiktoken_or_skip() -> Any:

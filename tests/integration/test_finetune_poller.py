@@ -3,15 +3,18 @@ and the retirement watch has read the upstreams before the first request is serv
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
+from openai.types.fine_tuning import FineTuningJob
 
-from tests.conftest import PUDONG_PROMPT, FakeUpstreamHandle
 from tests.utils.finetune import FIXTURES, QUESTION, RETIRING, FinetuneEnv, finetune_env
+from tests.utils.gateways import PUDONG_PROMPT
+from tests.utils.upstreams import FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +43,23 @@ def test_the_background_poller_promotes_and_the_next_request_uses_it(live: Finet
     job = client.fine_tuning.jobs.create(
         model="gpt-3.5-turbo-0613", training_file=uploaded.id, metadata={"tunegate_alias": "pudong-support"}
     )
-    deadline = time.monotonic() + 20
-    while (current := client.fine_tuning.jobs.retrieve(job.id)).status != "succeeded":
+
+    def finished() -> FineTuningJob | None:
+        current = client.fine_tuning.jobs.retrieve(job.id)
+        if current.status == "succeeded":
+            return current
         assert current.status in ("validating_files", "queued", "running"), current.status
-        assert time.monotonic() < deadline, f"still {current.status}"
-        time.sleep(0.05)
+        return None
+
+    current = eventually(finished, what=f"job {job.id} to succeed", timeout=20)
     assert current.fine_tuned_model is not None
-    deadline = time.monotonic() + 10  # the poller clears the cache right after its pass commits
-    while (served := live.chat("pudong-support"))[0] != current.fine_tuned_model:
-        assert time.monotonic() < deadline, "the promotion is not served: the alias cache was not cleared"
-        time.sleep(0.05)
+
+    def promoted() -> tuple[str, str, list[dict[str, Any]]] | None:
+        served = live.chat("pudong-support")
+        return served if served[0] == current.fine_tuned_model else None
+
+    # the poller clears the cache right after its pass commits
+    served = eventually(promoted, what="the promotion to be served (the poller clears the alias cache)")
     assert served == (current.fine_tuned_model, "model", QUESTION)
     live.fake.fault(model=current.fine_tuned_model, status=503)
     assert live.chat("pudong-support") == (

@@ -11,8 +11,10 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TIKTOKEN_EXACT, UPSTREAM_KEY, FakeUpstreamHandle, GatewayHandle
+from tests.utils.gateways import GatewayHandle
 from tests.utils.openai_schema import validate
+from tests.utils.tokens import TIKTOKEN_EXACT
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 
 QUESTION = [{"role": "user", "content": "Where is gate D?"}]
 # The fake upstream's documented count: 3 + per message (3 + role + content); "Where is gate D?" is 5 tokens.

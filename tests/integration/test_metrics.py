@@ -4,14 +4,10 @@ endpoint can be protected, and several processes sharing PROMETHEUS_MULTIPROC_DI
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,19 +17,21 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session, select
 
 from registry.models import Team, utcnow
 from registry.usage import Usage
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, FakeUpstreamHandle, GatewayHandle, gateway_yaml
-from tests.utils.gateways import running_gateway
-from tests.utils.servers import free_port, wait_until_ready
+from tests.utils.gateways import ADMIN_KEY, GatewayHandle, gateway_yaml, running_gateway
+from tests.utils.processes import serve_tunegate
+from tests.utils.servers import free_port
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
 METRICS_TOKEN = "tg-metrics-test-token"
-QUESTION = [{"role": "user", "content": "Where is gate D?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]
 USAGE_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "injected_tokens", "saved_tokens")
-TUNEGATE = Path(sys.executable).with_name("tunegate")
 GRAFANA_DASHBOARD = Path(__file__).resolve().parents[2] / "helm" / "tunegate" / "dashboards" / "tunegate.json"
 
 
@@ -64,16 +62,16 @@ def scrape(url: str, token: str | None = METRICS_TOKEN) -> list[Sample]:
     return parse(response.text)
 
 
-def scrape_when(url: str, done: Any, token: str | None = METRICS_TOKEN, timeout: float = 15.0) -> list[Sample]:
+def scrape_when(
+    url: str, done: Callable[[list[Sample]], bool], token: str | None = METRICS_TOKEN, timeout: float = 15.0
+) -> list[Sample]:
     """Scrape until ``done(samples)``: the usage writer counts a batch once it is committed."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def settled() -> list[Sample] | None:
         samples = scrape(url, token)
-        if done(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError(f"metrics did not settle within {timeout}s")
-        time.sleep(0.05)
+        return samples if done(samples) else None
+
+    return eventually(settled, what=f"the metrics of {url} to settle", timeout=timeout)
 
 
 def report(url: str, group_by: str) -> dict[str, Any]:
@@ -113,12 +111,12 @@ def metered(
     own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayHandle]:
     """A gateway on a database of its own, so every usage record in it comes from this module."""
-    os.environ["TUNEGATE_TEST_METRICS_TOKEN"] = METRICS_TOKEN
     with running_gateway(
         own_database_url,
         fake_upstream.base_url,
         tmp_path_factory.mktemp("metered"),
         extra='metrics: {token: "$TUNEGATE_TEST_METRICS_TOKEN"}',
+        secrets={"TUNEGATE_TEST_METRICS_TOKEN": METRICS_TOKEN},
     ) as handle:
         yield handle
 
@@ -297,9 +295,9 @@ def test_metrics_need_the_token_when_one_is_configured(metered: GatewayHandle, g
 
 
 def test_a_token_named_but_not_set_refuses_everyone(
-    own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path: Path
+    own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    os.environ.pop("TUNEGATE_TEST_UNSET_TOKEN", None)
+    monkeypatch.delenv("TUNEGATE_TEST_UNSET_TOKEN", raising=False)
     with running_gateway(
         own_database_url, fake_upstream.base_url, tmp_path, extra='metrics: {token: "$TUNEGATE_TEST_UNSET_TOKEN"}'
     ) as handle:
@@ -340,37 +338,18 @@ def two_processes(tmp_path: Path, fake_upstream: FakeUpstreamHandle) -> Iterator
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     env = {
-        **os.environ,
         "TUNEGATE_ADMIN_KEY": ADMIN_KEY,
         "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
-    env.pop("TUNEGATE_METRICS_TOKEN", None)
-    processes: list[subprocess.Popen[bytes]] = []
-    urls = []
-    try:
-        for _ in range(2):  # one after the other: the first creates the schema
-            port = free_port()
-            processes.append(
-                subprocess.Popen(
-                    [str(TUNEGATE), "serve", "--config", str(config), "--port", str(port)],
-                    env=env,
-                    cwd=tmp_path,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
-            wait_until_ready(urls[-1])
+    with ExitStack() as started:
+        urls = [  # one after the other: the first creates the schema
+            started.enter_context(
+                serve_tunegate(["--config", str(config)], port=free_port(), cwd=tmp_path, env=env)
+            ).url
+            for _ in range(2)
+        ]
         yield urls[0], urls[1]
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def test_several_processes_share_one_sum(two_processes: tuple[str, str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +10,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import FakeUpstreamHandle, GatewayHandle
+from tests.utils.gateways import GatewayHandle
+from tests.utils.upstreams import FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
 QUESTION = [{"role": "user", "content": "Where is gate D?"}]
 
@@ -333,14 +334,15 @@ def test_keys_list_limit_expire_and_revoke(gateway: GatewayHandle) -> None:
     )
     assert changed["allowed_aliases"] is None
     assert served(gateway, key, "pudong-support")  # the limit is lifted
-    deadline = time.monotonic() + 10
-    while True:  # expiry is checked on each request, cached or not
+
+    def refused() -> bool:  # expiry is checked on each request, cached or not
         try:
             served(gateway, key, name)
         except openai.AuthenticationError:
-            break
-        assert time.monotonic() < deadline, "an expired key still works"
-        time.sleep(0.1)
+            return True
+        return False
+
+    eventually(refused, what="the expired key to be refused (an expired key still works)", interval=0.1)
     assert ok(gateway.admin("GET", f"/admin/keys/{created['id']}"))["status"] == "expired"
 
     other = ok(gateway.admin("POST", "/admin/keys", json={"team": team}), 201)

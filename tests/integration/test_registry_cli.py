@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -14,9 +12,10 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, FakeUpstreamHandle, GatewayHandle
+from tests.utils.gateways import ADMIN_KEY, PUDONG_PROMPT, GatewayHandle
+from tests.utils.processes import run_tunegate
+from tests.utils.upstreams import FakeUpstreamHandle
 
-TUNEGATE = Path(sys.executable).with_name("tunegate")
 QUESTION = [{"role": "user", "content": "国际航班提前多久办理值机?"}]
 FINE_TUNE = "ft:gpt-3.5-turbo-0613:pudong::8abc123"
 
@@ -28,11 +27,10 @@ def uid() -> str:
 def tunegate(
     gateway: GatewayHandle, *args: str, key: str | None = ADMIN_KEY, expect: int = 0
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "TUNEGATE_ADMIN_KEY"}
-    env["TUNEGATE_URL"] = gateway.url
+    env = {"TUNEGATE_URL": gateway.url}
     if key is not None:
         env["TUNEGATE_ADMIN_KEY"] = key
-    result = subprocess.run([str(TUNEGATE), *args], env=env, capture_output=True, text=True, timeout=120)
+    result = run_tunegate(args, env=env)
     assert result.returncode == expect, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr
     return result

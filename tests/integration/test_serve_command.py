@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,42 +14,28 @@ from config import DEFAULT_CONFIG, load_settings
 from registry.db import make_engine
 from registry.models import UsageRecord
 from registry.tokens import system_prompt_tokens
-from tests.utils.servers import free_port, wait_until_ready
-
-TUNEGATE = Path(sys.executable).with_name("tunegate")
+from tests.utils.processes import TUNEGATE, Served, run_tunegate, serve_tunegate
+from tests.utils.servers import free_port
 
 
 @pytest.fixture
-def demo_gateway(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+def demo_gateway(tmp_path: Path) -> Iterator[tuple[str, str, Served]]:
     """`tunegate serve --demo` on the example config, with usage held for a minute unless flushed at exit."""
     config = tmp_path / "tunegate.yaml"
     config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + "usage: {flush_interval: 60}\n", encoding="utf-8")
     database = f"sqlite:///{tmp_path / 'demo.db'}"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TUNEGATE_ADMIN_KEY", "TUNEGATE_CONFIG")}
-    env.update(TUNEGATE_DATABASE_URL=database, TUNEGATE_PORT=str(port))
-    process = subprocess.Popen(
-        [str(TUNEGATE), "serve", "--demo", "--config", str(config)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}")
-        yield f"http://127.0.0.1:{port}/v1", database, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
+    args = ["--demo", "--config", str(config)]
+    env = {"TUNEGATE_DATABASE_URL": database}
+    with serve_tunegate(args, port=free_port(), cwd=tmp_path, env=env, port_by_environment=True) as served:
+        yield served.url + "/v1", database, served
 
 
 @pytest.mark.skipif(not shutil.which(str(TUNEGATE)), reason="the tunegate command is not installed in this environment")
 def test_demo_answers_pudong_support_offline_and_flushes_usage_on_sigterm(
-    demo_gateway: tuple[str, str, subprocess.Popen[str]],
+    demo_gateway: tuple[str, str, Served],
 ) -> None:
-    base_url, database, process = demo_gateway
+    base_url, database, served = demo_gateway
+    process = served.process
     client = openai.OpenAI(base_url=base_url, api_key="tg-demo-key", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model="pudong-support", messages=[{"role": "user", "content": "国际航班提前多久办理值机?"}]
@@ -65,8 +47,7 @@ def test_demo_answers_pudong_support_offline_and_flushes_usage_on_sigterm(
     if maps.exists():
         assert "_tiktoken" not in maps.read_text()
 
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=30)
+    output = served.stop(timeout=30)
     assert process.returncode == 0, output
     assert "tg-demo-key" in output  # the demo prints the key a newcomer needs
 
@@ -85,9 +66,7 @@ def test_demo_answers_pudong_support_offline_and_flushes_usage_on_sigterm(
 def test_a_bad_configuration_exits_2_with_the_key_named(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("servre: {port: 1}\n", encoding="utf-8")
-    result = subprocess.run(
-        [str(TUNEGATE), "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
-    )
+    result = run_tunegate(["serve", "--config", str(config)], timeout=60)
     assert result.returncode == 2
     assert f"{config}: unknown key 'servre'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -97,16 +76,13 @@ def test_a_database_it_cannot_prepare_exits_3_without_a_traceback(tmp_path: Path
     """The child that migrates (started while the server imports) fails: the server does not start."""
     config = tmp_path / "tunegate.yaml"
     config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("TUNEGATE_CONFIG",)}
-    env.update(
-        TUNEGATE_DATABASE_URL=f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}",
-        TUNEGATE_PORT=str(free_port()),
-        TUNEGATE_ADMIN_KEY="tg-admin",
-        OPENAI_API_KEY="sk-unused",
-    )
-    result = subprocess.run(
-        [str(TUNEGATE), "serve", "--config", str(config)], capture_output=True, text=True, timeout=60, env=env
-    )
+    env = {
+        "TUNEGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}",
+        "TUNEGATE_PORT": str(free_port()),
+        "TUNEGATE_ADMIN_KEY": "tg-admin",
+        "OPENAI_API_KEY": "sk-unused",
+    }
+    result = run_tunegate(["serve", "--config", str(config)], timeout=60, env=env)
     assert result.returncode == 3, result.stderr
     assert "tunegate: preparing the database failed: OperationalError" in result.stderr
     assert "Traceback" not in result.stderr

@@ -12,7 +12,7 @@ from config import load_settings
 from registry.aliases import AliasSpec, Target, current_version, find_alias, set_alias
 from registry.bootstrap import prepare_database
 from registry.db import make_engine
-from tests.conftest import gateway_yaml
+from tests.utils.gateways import gateway_yaml
 
 
 def _serving(engine: Engine, name: str) -> tuple[int, str]:

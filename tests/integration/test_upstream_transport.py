@@ -14,8 +14,9 @@ import openai
 import pytest
 
 from proxy.upstream.transport import UpstreamTransport
-from tests.conftest import FakeUpstreamHandle, GatewayHandle
+from tests.utils.gateways import GatewayHandle
 from tests.utils.servers import free_port
+from tests.utils.upstreams import FakeUpstreamHandle
 
 QUESTION = [{"role": "user", "content": "Where is gate D?"}]
 

@@ -6,87 +6,50 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session, select
 
 from config import DEFAULT_CONFIG
 from registry.db import make_engine
 from registry.models import UsageRecord
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, FakeUpstreamHandle, gateway_yaml
-from tests.utils.servers import free_port, wait_until_ready
+from tests.utils.gateways import ADMIN_KEY, gateway_yaml
+from tests.utils.processes import Served, run_tunegate, serve_tunegate
+from tests.utils.servers import free_port
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
+from tests.utils.waiting import eventually
 
-TUNEGATE = Path(sys.executable).with_name("tunegate")
-QUESTION = [{"role": "user", "content": "国际航班提前多久办理值机?"}]
-
-
-@dataclass
-class Served:
-    url: str
-    port: int
-    process: subprocess.Popen[str]
-
-    def workers(self) -> list[int]:
-        """The worker processes: the children of the parent, without multiprocessing's resource tracker."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                command = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid and b"resource_tracker" not in command:
-                found.append(int(entry))
-        return sorted(found)
-
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGTERM)
-        output, _ = self.process.communicate(timeout=60)
-        return output
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "国际航班提前多久办理值机?"}]
 
 
-@contextmanager
-def serve(*argv: str, cwd: Path, env: dict[str, str], port: int) -> Iterator[Served]:
-    process = subprocess.Popen(
-        [str(TUNEGATE), "serve", *argv],
-        cwd=cwd,
-        env={**env, "TUNEGATE_PORT": str(port)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}", timeout=60)
-        yield Served(f"http://127.0.0.1:{port}", port, process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=30)
-
-
-def clean_env() -> dict[str, str]:
-    drop = ("OPENAI_API_KEY", "TUNEGATE_CONFIG", "PROMETHEUS_MULTIPROC_DIR")
-    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("TUNEGATE_")}
+def worker_pids(served: Served) -> list[int]:
+    """The worker processes: the children of the parent, without multiprocessing's resource tracker."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == served.process.pid and b"resource_tracker" not in command:
+            found.append(int(entry))
+    return sorted(found)
 
 
 @pytest.fixture
 def two_workers(own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path: Path) -> Iterator[Served]:
     config = tmp_path / "tunegate.yaml"
     config.write_text(gateway_yaml(own_database_url, fake_upstream.base_url), encoding="utf-8")
-    env = {**clean_env(), "TUNEGATE_ADMIN_KEY": ADMIN_KEY, "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY}
-    with serve("--config", str(config), "--workers", "2", cwd=tmp_path, env=env, port=free_port()) as served:
+    env = {"TUNEGATE_ADMIN_KEY": ADMIN_KEY, "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    args = ["--config", str(config), "--workers", "2"]
+    with serve_tunegate(args, port=free_port(), cwd=tmp_path, env=env, port_by_environment=True) as served:
         yield served
 
 
@@ -124,7 +87,7 @@ def _chat(connection: http.client.HTTPConnection, key: str) -> dict[str, object]
 def test_two_workers_serve_on_one_port_with_one_migration_and_whole_usage_and_metrics(
     two_workers: Served, own_database_url: str
 ) -> None:
-    workers = two_workers.workers()
+    workers = worker_pids(two_workers)
     assert len(workers) == 2, workers
     created = httpx.post(
         two_workers.url + "/admin/keys",
@@ -149,8 +112,9 @@ def test_two_workers_serve_on_one_port_with_one_migration_and_whole_usage_and_me
     # New connections go to whichever worker accepts them first: keep opening until both have answered one.
     owners: dict[int, str] = {}
     connections = []
-    deadline = time.monotonic() + 30
-    while len(owners) < 2 and time.monotonic() < deadline:
+
+    def answered_by_both() -> bool:
+        nonlocal chats
         connection = http.client.HTTPConnection("127.0.0.1", two_workers.port, timeout=10)
         connections.append(connection)
         payload = _chat(connection, key)
@@ -158,6 +122,9 @@ def test_two_workers_serve_on_one_port_with_one_migration_and_whole_usage_and_me
         owner = _owner(connection, two_workers.port, workers)
         assert owner in workers
         owners.setdefault(owner, str(payload["id"]))
+        return len(owners) == 2
+
+    eventually(answered_by_both, what="a chat answered by each worker", timeout=30, interval=0)
     for connection in connections:
         connection.close()
     assert sorted(owners) == workers  # each worker answered a chat completion
@@ -186,9 +153,9 @@ def test_two_workers_serve_on_one_port_with_one_migration_and_whole_usage_and_me
 def test_demo_with_two_workers_answers_from_the_built_in_upstream(tmp_path: Path) -> None:
     config = tmp_path / "tunegate.yaml"
     config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
-    env = {**clean_env(), "TUNEGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
-    port = free_port()
-    with serve("--demo", "--config", str(config), "--workers", "2", cwd=tmp_path, env=env, port=port) as served:
+    env = {"TUNEGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
+    args = ["--demo", "--config", str(config), "--workers", "2"]
+    with serve_tunegate(args, port=free_port(), cwd=tmp_path, env=env, port_by_environment=True) as served:
         client = openai.OpenAI(base_url=served.url + "/v1", api_key="tg-demo-key", max_retries=0)
         for _ in range(4):
             answer = client.chat.completions.create(model="pudong-support", messages=QUESTION)
@@ -199,13 +166,6 @@ def test_demo_with_two_workers_answers_from_the_built_in_upstream(tmp_path: Path
 
 
 def test_workers_below_one_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(TUNEGATE), "serve", "--workers", "0", "--config", str(DEFAULT_CONFIG)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=clean_env(),
-    )
+    result = run_tunegate(["serve", "--workers", "0", "--config", str(DEFAULT_CONFIG)], timeout=60, cwd=tmp_path)
     assert result.returncode == 2
     assert "--workers must be 1 or more" in result.stderr

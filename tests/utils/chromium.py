@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
+from tests.utils.waiting import eventually
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -78,14 +80,8 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"waited {timeout}s for {expression!r}")
-            time.sleep(0.05)
+        """The value of ``expression`` once it is truthy in JavaScript's sense."""
+        return eventually(lambda: self.evaluate(expression) or None, what=repr(expression), timeout=timeout)
 
     def navigate(self, url: str) -> None:
         self.send("Page.navigate", url=url)
@@ -135,11 +131,13 @@ def chromium(binary: str, profile: Path, *, width: int = 1440, height: int = 100
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
+
+        def port_written() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"{binary} did not start (exit code {process.poll()})")
-            time.sleep(0.05)
+            return port_file.is_file() and bool(port_file.read_text().strip())
+
+        eventually(port_written, what=f"{binary} to write {port_file}", timeout=30)
         port = int(port_file.read_text().split()[0])
         targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
         page_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")

@@ -4,9 +4,7 @@ that is not the first), and helpers that drive jobs with the poller's own pass."
 from __future__ import annotations
 
 import json
-import os
 import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,17 +13,17 @@ from typing import Any
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session, col, select
 
-from config import load_settings
-from proxy.app import create_app
-from proxy.fake_upstream import FakeUpstream, count_tokens
+from proxy.fake_upstream import count_tokens
 from proxy.finetune.background import FinetunePoller
 from proxy.state import Gateway
 from registry.aliases import AliasSpec, get_alias
 from registry.models import AliasVersion, FineTuneJob, FineTuneJobEvent, UsageRecord
-from tests.conftest import ADMIN_KEY, PUDONG_PROMPT, UPSTREAM_KEY, FakeUpstreamHandle, GatewayHandle
-from tests.utils.servers import ServerThread
+from tests.utils.gateways import GATEWAY_TEAMS, PUDONG_PROMPT, GatewayHandle, serve_gateway
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle, serve_fake_upstream
+from tests.utils.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests/fixtures/finetune"
@@ -47,7 +45,7 @@ INVALID_DEFECTS = [
 SECOND_KEY = "sk-second-provider-secret"
 WRONG_KEY = "sk-wrong-key-0123456789"
 MAX_FILE_BYTES = 20_000
-QUESTION = [{"role": "user", "content": "Where is gate D?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]
 RETIRING = "ft:gpt-4o-mini-2024-07-18:pudong::retiring"
 
 
@@ -138,16 +136,17 @@ class FinetuneEnv:
     def drive(self, job_id: str, until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> str:
         """Poll passes, as the gateway's background task makes them, until the job reaches one of ``until``."""
         poller = FinetunePoller(self.gw)
-        deadline = time.monotonic() + 20
+
+        def one_pass() -> str:
+            outcomes = poller.poll_once()
+            if any(o.promoted_version is not None for o in outcomes):
+                self.gw.invalidate()
+            status = self.job(job_id).status
+            assert status in until, f"job {job_id} still {status}"
+            return status
+
         try:
-            while True:
-                outcomes = poller.poll_once()
-                if any(o.promoted_version is not None for o in outcomes):
-                    self.gw.invalidate()
-                status = self.job(job_id).status
-                if status in until:
-                    return status
-                assert time.monotonic() < deadline, f"job {job_id} still {status}"
+            return eventually(one_pass, what=f"job {job_id} to be {' or '.join(until)}", timeout=20, interval=0)
         finally:
             poller.close()
 
@@ -210,25 +209,12 @@ def finetune_env(
     cache_ttl: float = 5.0,
 ) -> Iterator[FinetuneEnv]:
     """The gateway on loopback; with the default interval its poller runs once at start, then the test drives."""
-    os.environ.update(
-        TUNEGATE_ADMIN_KEY=ADMIN_KEY,
-        TUNEGATE_TEST_UPSTREAM_KEY=UPSTREAM_KEY,
-        TUNEGATE_TEST_SECOND_KEY=SECOND_KEY,
-        TUNEGATE_TEST_WRONG_KEY=WRONG_KEY,
-    )
-    second_app = FakeUpstream(api_key=SECOND_KEY)
-    with ServerThread(second_app) as second_server:
-        second = FakeUpstreamHandle(second_server.url, second_app)
-        path = directory / "tunegate.yaml"
-        path.write_text(
-            finetune_yaml(database_url, fake.url, second.url, poll_interval=poll_interval, cache_ttl=cache_ttl), "utf-8"
-        )
-        settings = load_settings(path)
-        gateway = Gateway(settings)
-        with ServerThread(create_app(settings, gateway=gateway)) as server:
-            handle = GatewayHandle(server.url, gateway)
-            for team in ("airport-cs", "other-team"):
-                response = handle.admin("POST", "/admin/keys", json={"team": team, "name": "tests"})
-                assert response.status_code == 201, response.text
-                handle.keys[team] = response.json()["key"]
+    with serve_fake_upstream(SECOND_KEY) as second:
+        text = finetune_yaml(database_url, fake.url, second.url, poll_interval=poll_interval, cache_ttl=cache_ttl)
+        secrets = {
+            "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+            "TUNEGATE_TEST_SECOND_KEY": SECOND_KEY,
+            "TUNEGATE_TEST_WRONG_KEY": WRONG_KEY,
+        }
+        with serve_gateway(directory / "tunegate.yaml", text, secrets=secrets, keys_for=GATEWAY_TEAMS) as handle:
             yield FinetuneEnv(handle, fake, second)

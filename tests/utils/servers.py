@@ -1,14 +1,14 @@
-"""Real servers on loopback for the tests: uvicorn in a thread, or the ``tunegate`` command as a subprocess."""
+"""ASGI apps served on loopback for the tests: uvicorn in a background thread, on a free port."""
 
 from __future__ import annotations
 
 import socket
 import threading
-import time
 from typing import Any
 
-import httpx
 import uvicorn
+
+from tests.utils.waiting import eventually
 
 
 def free_port() -> int:
@@ -35,26 +35,15 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server on port {self.port} did not start")
-            time.sleep(0.01)
+
+        def started() -> bool:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"the server on port {self.port} stopped before it started")
+            return self.server.started
+
+        eventually(started, what=f"the server on port {self.port} to start", timeout=30, interval=0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)
-
-
-def wait_until_ready(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} not ready after {timeout}s")
-        time.sleep(0.05)
