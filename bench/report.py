@@ -301,6 +301,7 @@ def markdown(run: Run) -> str:
     out += _relay(run)
     out += _memory(run, label)
     out += _startup(run)
+    out += _prompt_change(run)
     out += _litellm(run)
     out += _usage(run)
     out += _profile(run)
@@ -444,6 +445,38 @@ def _startup(run: Run) -> list[str]:
     lines += [f"| tunegate, {when} | {s:.2f} |" for when, s in run.startup.items()]
     if run.litellm:
         lines.append(f"| {run.litellm['label']} (`/health/liveliness`) | {run.litellm['ready_s']:.2f} |")
+    return [*lines, ""]
+
+
+def prompt_change_line(found: dict[str, list[float]]) -> str:
+    medians = ", ".join(f"{what} {_median(ms):.1f} ms" for what, ms in found.items())
+    return f"after a prompt change (median of {len(found['first call'])} rounds): {medians}"
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _prompt_change(run: Run) -> list[str]:
+    found = run.prompt_change
+    if not found:
+        return []
+    rounds = len(found["first call"])
+    lines = [
+        "## First call after a prompt change",
+        "",
+        f"An alias of its own gets a system prompt never seen before (`PUT /admin/aliases/...`), then "
+        f"two chat completions follow on one connection; {rounds} rounds, in milliseconds. The write counts the "
+        "prompt's tokens (in a child process of the gateway) and stores them; the first call reads them with the "
+        "alias version.",
+        "",
+        "| | median | " + " | ".join(f"round {n}" for n in range(1, rounds + 1)) + " |",
+        "|---|--:|" + "--:|" * rounds,
+    ]
+    for what, ms in found.items():
+        lines.append(f"| {what} | {_median(ms):.1f} | " + " | ".join(f"{x:.1f}" for x in ms) + " |")
     return [*lines, ""]
 
 

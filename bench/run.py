@@ -32,7 +32,10 @@ from bench.scenarios import (
     COMPARISON,
     DIRECT_HEADERS,
     MAIN,
+    MODEL,
     NON_STREAM_64,
+    PROMPT,
+    QUESTION,
     REPLAYED,
     REPLAYED_2,
     STREAM_64,
@@ -86,6 +89,7 @@ class Run:
     usage_check: dict[str, int] = field(default_factory=dict)
     litellm: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    prompt_change: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def row(self, server: str, scenario: Scenario) -> dict[str, Any] | None:
@@ -315,6 +319,8 @@ def bench(opts: Options) -> Run:
             passes.append(gateway.snapshot())
         run.memory["after pass 1"], run.memory["after pass 2"] = passes
         run.memory["workers"] = gateway.workers()
+        if opts.workers == 1:  # with more, the write reaches one worker and the call may go to another
+            run.prompt_change = first_call_after_prompt_change(gateway_port, headers)
         if opts.profile:
             run.profile = profile(run, gateway, gateway_port, headers)
         code = gateway.stop()
@@ -346,6 +352,35 @@ def bench(opts: Options) -> Run:
     run.load_after = os.getloadavg()
     run.seconds = time.perf_counter() - began
     return run
+
+
+PROMPT_ALIAS = "bench-prompt-change"
+PROMPT_ROUNDS = 5
+
+
+def first_call_after_prompt_change(
+    port: int, headers: dict[str, str], rounds: int = PROMPT_ROUNDS
+) -> dict[str, list[float]]:
+    """Milliseconds of each round: the alias's system prompt changed to one never seen (``PUT /admin/aliases``),
+    then the first and the second chat completion on one connection, one after the other."""
+    url = f"http://127.0.0.1:{port}"
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    body = {"model": PROMPT_ALIAS, "messages": [{"role": "user", "content": QUESTION}]}
+    found: dict[str, list[float]] = {"write": [], "first call": [], "second call": []}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for number in range(1, rounds + 1):
+            spec = {"upstream": "fake", "model": MODEL, "system_prompt": f"{PROMPT} ({number}: {os.urandom(4).hex()})"}
+            t0 = time.perf_counter()
+            client.put(f"/admin/aliases/{PROMPT_ALIAS}", json=spec, headers=admin).raise_for_status()
+            t1 = time.perf_counter()
+            client.post("/v1/chat/completions", json=body, headers=headers).raise_for_status()
+            t2 = time.perf_counter()
+            client.post("/v1/chat/completions", json=body, headers=headers).raise_for_status()
+            t3 = time.perf_counter()
+            for what, seconds in (("write", t1 - t0), ("first call", t2 - t1), ("second call", t3 - t2)):
+                found[what].append(seconds * 1000)
+    _progress(report.prompt_change_line(found))
+    return found
 
 
 def scale_on_replay(run: Run, database_url: str, ports: tuple[int, int], headers: dict[str, str]) -> None:
