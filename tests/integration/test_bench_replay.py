@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from bench.replay import save_answers, sse_events
 from tests.utils.processes import serving
@@ -16,7 +17,10 @@ from tests.utils.servers import free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 
 ROOT = Path(__file__).resolve().parents[2]
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is gate D1?"}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Where is gate D1?"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def test_replays_the_completion_byte_for_byte(replay_url: str, recorded: tuple[P
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert {a.content for a in answers} == {recorded[1]["completion"]}
     sdk = openai.OpenAI(base_url=replay_url, api_key="sk-any", max_retries=0)
-    completion = sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    completion = sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert completion.choices[0].message.content == "Echo: Where is gate D1?"
     assert completion.usage is not None
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
@@ -70,7 +74,7 @@ def test_replays_the_stream_without_stale_timestamps(replay_url: str, recorded: 
     chunks = list(
         sdk.chat.completions.create(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
             stream_options={"include_usage": True},
         )

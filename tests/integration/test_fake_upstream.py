@@ -15,14 +15,21 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionSystemMessageParam,
+    ChatCompletionUserMessageParam,
+)
 
 from proxy.fake_upstream import FakeUpstream, count_tokens, server
 from tests.utils.openai_schema import validate
 from tests.utils.waiting import eventually
 
 KEY = "sk-test-fake-upstream"
-SYSTEM = {"role": "system", "content": "You are terse."}  # 3 + 1 + 4 ("You", "are", "terse", ".") = 8
-USER = {"role": "user", "content": "Hello, world!"}  # 3 + 1 + 4 ("Hello", ",", "world", "!") = 8
+# 3 + 1 + 4 ("You", "are", "terse", ".") = 8
+SYSTEM: ChatCompletionSystemMessageParam = {"role": "system", "content": "You are terse."}
+# 3 + 1 + 4 ("Hello", ",", "world", "!") = 8
+USER: ChatCompletionUserMessageParam = {"role": "user", "content": "Hello, world!"}
 REPLY = "Echo: Hello, world!"  # "Echo", ":", "Hello", ",", "world", "!" = 6
 TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}},
@@ -174,6 +181,7 @@ def test_chat_tool_calls(client: openai.OpenAI) -> None:
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
     assert named.choices[0].message.tool_calls is not None
+    assert isinstance(named.choices[0].message.tool_calls[0], ChatCompletionMessageFunctionToolCall)
     assert named.choices[0].message.tool_calls[0].function.name == "get_time"
 
     none = client.chat.completions.create(model="gpt-4o", messages=[USER], tools=TOOLS, tool_choice="none")

@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session, select
 
 from registry.models import Team, UsageRecord
@@ -71,7 +72,10 @@ def test_cached_prompt_tokens_are_costed_at_the_cached_price(fin: FinanceGateway
     _team, key, _ = fin.new_team()
     # A system message the fake upstream has not seen: the first request pays it in full, the second finds it
     # cached (3 + "system" + "Policy" + the hex word = 6 tokens).
-    messages = [{"role": "system", "content": f"Policy {uuid.uuid4().hex}"}, *QUESTION]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": f"Policy {uuid.uuid4().hex}"},
+        *QUESTION,
+    ]
     api = client(fin, key)
     first = api.chat.completions.with_raw_response.create(model="mini", messages=messages)
     second = api.chat.completions.with_raw_response.create(model="mini", messages=messages)
@@ -92,12 +96,13 @@ def test_a_model_without_a_price_costs_zero_and_is_counted_as_unpriced(fin: Fina
     assert (totals["cost_usd"], totals["unpriced_requests"], totals["prompt_tokens"]) == ("0.00000000", 1, 12)
 
 
-def submit_on(fin: FinanceGateway, team: str, day: date, **fields: object) -> None:
+def submit_on(fin: FinanceGateway, team: str, day: date, **fields: Any) -> None:
     """A usage record of ``day`` handed to the gateway's usage writer (requests can only happen today)."""
     with Session(fin.engine) as session:
         team_id = session.exec(select(Team.id).where(Team.name == team)).one()
+    assert team_id is not None
     at = datetime.combine(day, time(12), tzinfo=UTC)
-    defaults: dict[str, object] = {
+    defaults: dict[str, Any] = {
         "request_id": f"req_{uuid.uuid4().hex}",
         "endpoint": "chat.completions",
         "upstream": "fake",
@@ -122,7 +127,8 @@ def test_a_price_change_in_the_middle_of_the_range_costs_each_day_at_its_price(f
             fin, team, day, alias="pudong-support", model="gpt-3.5-turbo", prompt_tokens=1000, completion_tokens=500
         )
 
-    body = fin.wait_for_requests(team, 2, **{"from": "2024-06-01", "to": "2024-06-30", "group_by": "day,kind"})
+    june: dict[str, Any] = {"from": "2024-06-01", "to": "2024-06-30", "group_by": "day,kind"}
+    body = fin.wait_for_requests(team, 2, **june)
     rows = [(r["day"], r["kind"], r["requests"], r["cost_usd"]) for r in body["data"]]
     assert rows == [
         ("2024-06-10", "inference", 1, "2.00000000"),  # 1000 * $1000/M + 500 * $2000/M

@@ -277,7 +277,9 @@ def test_requests_per_minute_across_processes_with_openai_headers(cluster: Clust
             model="pudong-support", messages=QUESTION, stream=stream
         )
         if stream:
-            assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices).startswith("Echo")
+            chunks = raw.parse()
+            assert isinstance(chunks, openai.Stream)
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("Echo")
         assert raw.headers["x-ratelimit-limit-requests"] == "3"
         assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
         assert "x-ratelimit-limit-tokens" not in raw.headers  # no token limit set

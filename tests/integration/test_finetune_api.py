@@ -155,6 +155,7 @@ def test_training_usage_is_the_trained_tokens_at_the_training_price(env: Finetun
     [record] = env.training_usage(job_id)
     with Session(env.gw.engine) as session:
         team_id = get_team(session=session, name="airport-cs").id
+    assert team_id is not None
     # ft:gpt-3.5-turbo*: $8.00 per 1M training tokens (config/prices.yaml, effective 2023-11-06)
     expected = (Decimal(trained) * Decimal("8.00") / Decimal(1_000_000)).quantize(Decimal("0.00000001"))
     assert (record.team_id, record.kind, record.prompt_tokens, record.model) == (

@@ -5,18 +5,19 @@ from __future__ import annotations
 import base64
 import logging
 import struct
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.utils.gateways import GatewayHandle
 from tests.utils.openai_schema import validate
 from tests.utils.tokens import TIKTOKEN_EXACT
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 
-QUESTION = [{"role": "user", "content": "Where is gate D?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]
 # The fake upstream's documented count: 3 + per message (3 + role + content); "Where is gate D?" is 5 tokens.
 QUESTION_TOKENS = 3 + (3 + 1 + 5)
 ANSWER_TOKENS = 7  # "Echo: Where is gate D?"
@@ -95,7 +96,7 @@ def test_system_prompt_injection_policies(
     gateway: GatewayHandle,
     fake_upstream: FakeUpstreamHandle,
     alias: str,
-    client_messages: list[dict[str, str]],
+    client_messages: list[ChatCompletionMessageParam],
     expected_upstream_messages: list[dict[str, str]],
 ) -> None:
     raw = client(gateway).chat.completions.with_raw_response.create(model=alias, messages=client_messages)
@@ -300,7 +301,11 @@ def _post(
     return httpx.post(gateway.base_url + "/chat/completions", content=body, headers=headers, **kw)
 
 
-def _error(response: httpx.Response) -> dict[str, Any]:
+class _Answer(Protocol):  # an httpx response, or the one the SDK's error carries (its own HTTP client's)
+    def json(self) -> Any: ...
+
+
+def _error(response: _Answer) -> dict[str, Any]:
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
     error: dict[str, Any] = body["error"]
@@ -347,7 +352,7 @@ def test_unreachable_upstream_without_fallback_is_502_naming_it_not_its_key(gate
 
 
 def test_body_over_the_limit_is_413(gateway: GatewayHandle) -> None:
-    big = [{"role": "user", "content": "x" * 70_000}]
+    big: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x" * 70_000}]
     with pytest.raises(openai.APIStatusError) as error:
         client(gateway).chat.completions.create(model="pudong-support", messages=big)
     assert error.value.status_code == 413

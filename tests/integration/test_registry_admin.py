@@ -9,12 +9,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.utils.gateways import GatewayHandle
 from tests.utils.upstreams import FakeUpstreamHandle
 from tests.utils.waiting import eventually
 
-QUESTION = [{"role": "user", "content": "Where is gate D?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]
 
 
 def uid() -> str:

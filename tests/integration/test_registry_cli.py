@@ -11,12 +11,13 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.utils.gateways import ADMIN_KEY, PUDONG_PROMPT, GatewayHandle
 from tests.utils.processes import run_tunegate
 from tests.utils.upstreams import FakeUpstreamHandle
 
-QUESTION = [{"role": "user", "content": "国际航班提前多久办理值机?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "国际航班提前多久办理值机?"}]
 FINE_TUNE = "ft:gpt-3.5-turbo-0613:pudong::8abc123"
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from proxy.upstream.transport import UpstreamTransport
 from tests.utils.gateways import GatewayHandle
 from tests.utils.servers import free_port
 from tests.utils.upstreams import FakeUpstreamHandle
 
-QUESTION = [{"role": "user", "content": "Where is gate D?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]
 
 
 def client(gateway: GatewayHandle, **kwargs: Any) -> openai.OpenAI:

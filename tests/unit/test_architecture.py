@@ -118,8 +118,9 @@ def test_the_registry_starts_no_processes() -> None:
             {t for t in imports_of(path, name) if any(t == m or t.startswith(m + ".") for m in PROCESS_MODULES)}
         )
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            spawns = isinstance(node, ast.Attribute) and (node.attr in PROCESS_CALLS or node.attr.startswith("spawn"))
-            if spawns and isinstance(node.value, ast.Name) and node.value.id == "os":
+            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"):
+                continue
+            if node.attr in PROCESS_CALLS or node.attr.startswith("spawn"):
                 found.append(f"os.{node.attr}")
         if found:
             offenders[name] = found

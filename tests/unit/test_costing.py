@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,8 @@ def prices(tmp_path: Path) -> PriceTable:
     return PriceTable.load(path)
 
 
-def record(day: date = date(2024, 6, 1), **fields: object) -> Usage:
-    base: dict[str, object] = {
+def record(day: date = date(2024, 6, 1), **fields: Any) -> Usage:
+    base: dict[str, Any] = {
         "created_at": datetime(day.year, day.month, day.day, tzinfo=UTC),
         "day": day,
         "request_id": "req_1",
@@ -91,6 +92,7 @@ def test_cost_records_sets_each_record_and_never_raises(prices: PriceTable) -> N
     odd = record(prompt_tokens=10, cached_tokens=50, completion_tokens=-3)  # an upstream's nonsense counts
     good = record(prompt_tokens=1_000_000, completion_tokens=0)
     cost_records(prices, [odd, good])
+    assert odd.cost_usd is not None and good.cost_usd is not None
     # Counted as 10 prompt tokens, all cached (no cached price: at input, 0.50/M), and no completion.
     assert (money(odd.cost_usd), odd.priced) == ("0.00000500", True)
     assert (money(good.cost_usd), good.priced) == ("0.50000000", True)

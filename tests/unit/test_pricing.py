@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_unpriced(table: PriceTable) -> None:
 
 
 def test_shipped_history_ft_gpt35_price_cut(table: PriceTable) -> None:
-    kw = {
+    kw: dict[str, Any] = {
         "model": "ft:gpt-3.5-turbo-0613:acme::x",
         "prompt_tokens": 1_000_000,
         "completion_tokens": 1_000_000,

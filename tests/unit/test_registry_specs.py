@@ -9,7 +9,8 @@ import pytest
 
 from config import ConfigError, parse_settings
 from proxy.cli import main
-from proxy.cli.admin import UsageError, _split_entry, alias_change, describe_change, parse_expiry
+from proxy.cli.admin import _split_entry, alias_change, describe_change, parse_expiry
+from proxy.cli.client import UsageError
 from registry.aliases import AliasChange, AliasSpec, Target, WeightedTarget, build_spec, lineage, split_targets
 from registry.bootstrap import diff, flatten, spec_from_settings
 from registry.errors import Invalid

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # it ships no stubs
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -41,7 +41,10 @@ def _to_2020_12(node: Any) -> Any:
 @cache
 def _registry() -> Registry:
     document = _to_2020_12(json.loads(SCHEMA_PATH.read_text()))
-    return Registry().with_resource(_URI, Resource.from_contents(document, default_specification=DRAFT202012))
+    registry: Registry = Registry().with_resource(
+        _URI, Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+    return registry
 
 
 def schema_names() -> list[str]:

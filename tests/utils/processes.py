@@ -68,10 +68,8 @@ def wait_until_ready(url: str, *, timeout: float = 60, served: Served | None = N
     """Until GET ``url``/readyz answers 200; fails at once, with its output, if ``served``'s process ends first."""
 
     def ready() -> bool:
-        if served is not None and served.process.poll() is not None:
-            raise RuntimeError(
-                f"{served.process.args} exited with {served.process.returncode} before it was ready:\n{served.output()}"
-            )
+        if served is not None and (code := served.process.poll()) is not None:
+            raise RuntimeError(f"{served.process.args!r} exited with {code} before it was ready:\n{served.output()}")
         return httpx.get(url + "/readyz", timeout=1).status_code == 200
 
     eventually(ready, what=f"{url}/readyz to answer 200", timeout=timeout, ignoring=(httpx.TransportError,))
