@@ -29,6 +29,10 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -q
 
+.PHONY: quick
+quick: lint typecheck  # the loop while working: everything but the tests marked slow (processes, Chromium)
+	$(BIN)/pytest -q -m "not slow"
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 

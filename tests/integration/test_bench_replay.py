@@ -16,6 +16,7 @@ from tests.utils.processes import serving
 from tests.utils.servers import free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 
+pytestmark = pytest.mark.slow  # the replay server as a subprocess
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "Be brief."},

@@ -238,6 +238,7 @@ def downloaded(directory: Path, timeout: float = 15.0) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_dashboard_shows_the_usage_api_figures(
     finance: tuple[GatewayHandle, str], browser: Page, tmp_path: Path
 ) -> None:
@@ -331,6 +332,7 @@ def test_dashboard_shows_the_usage_api_figures(
         shutil.copyfile(OUTPUT / "dashboard.png", DOCS_SCREENSHOT)
 
 
+@pytest.mark.slow
 def test_a_range_change_reloads_every_panel(finance: tuple[GatewayHandle, str], browser: Page) -> None:
     handle, finance_key = finance
     sign_in(browser, handle.url, finance_key)
@@ -344,6 +346,7 @@ def test_a_range_change_reloads_every_panel(finance: tuple[GatewayHandle, str], 
     assert browser.evaluate("document.querySelector('#from').value") == start
 
 
+@pytest.mark.slow
 def test_sign_in_refuses_other_keys_and_sign_out_forgets_the_key(
     finance: tuple[GatewayHandle, str], browser: Page
 ) -> None:

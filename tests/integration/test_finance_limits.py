@@ -95,6 +95,7 @@ def early_in_a_minute(seconds_needed: int = 15) -> None:
     )
 
 
+@pytest.mark.slow
 def test_two_processes_stop_a_team_at_its_hard_limit_with_a_bounded_overshoot(
     cluster: Cluster, fake_upstream: FakeUpstreamHandle
 ) -> None:
@@ -178,6 +179,7 @@ def test_two_processes_stop_a_team_at_its_hard_limit_with_a_bounded_overshoot(
     assert float(soft["spent_usd"]) >= 0.39
 
 
+@pytest.mark.slow
 def test_a_stream_that_overshoots_is_charged_in_full(cluster: Cluster) -> None:
     fin = cluster.fin
     team, key, _ = fin.new_team("stream")
@@ -200,6 +202,7 @@ def test_a_stream_that_overshoots_is_charged_in_full(cluster: Cluster) -> None:
         assert refused.value.code == "insufficient_quota"
 
 
+@pytest.mark.slow
 def test_charges_go_on_when_postgresql_drops_the_gateways_connections(cluster: Cluster) -> None:
     """On PostgreSQL the budget read and the charge use connections of their own, kept open
     (registry.budgets.PgCounters): when the server drops them (a restart, a failover), the next request opens
@@ -231,6 +234,7 @@ def test_charges_go_on_when_postgresql_drops_the_gateways_connections(cluster: C
     assert fin.wait_for_requests(team, 3)["totals"]["cost_usd"] == "0.23400000"
 
 
+@pytest.mark.slow
 def test_an_answer_waits_for_its_charge_at_most_the_settle_timeout(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -265,6 +269,7 @@ def test_an_answer_waits_for_its_charge_at_most_the_settle_timeout(
     assert fin.wait_for_requests(team, 2)["totals"]["cost_usd"] == "0.15600000"
 
 
+@pytest.mark.slow
 def test_requests_per_minute_across_processes_with_openai_headers(cluster: Cluster) -> None:
     fin = cluster.fin
     team, key, _ = fin.new_team("rpm")
@@ -298,6 +303,7 @@ def test_requests_per_minute_across_processes_with_openai_headers(cluster: Clust
         sdk(one, key).chat.completions.create(model="pudong-support", messages=QUESTION)
 
 
+@pytest.mark.slow
 def test_tokens_per_minute_of_one_key(cluster: Cluster) -> None:
     fin = cluster.fin
     team, key, key_id = fin.new_team("tpm")

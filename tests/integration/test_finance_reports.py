@@ -236,6 +236,7 @@ def tunegate(fin: FinanceGateway, *args: str, key: str = ADMIN_KEY) -> subproces
     return run_tunegate(args, env={"TUNEGATE_URL": fin.url, "TUNEGATE_ADMIN_KEY": key}, timeout=60)
 
 
+@pytest.mark.slow
 def test_usage_command_prints_a_table_csv_or_json(traffic: Traffic) -> None:
     fin = traffic.fin
     first, last = this_month()
@@ -251,6 +252,7 @@ def test_usage_command_prints_a_table_csv_or_json(traffic: Traffic) -> None:
     assert json.loads(as_json.stdout) == fin.report(group_by="team").json()
 
 
+@pytest.mark.slow
 def test_usage_command_errors_carry_the_gateways_message(traffic: Traffic) -> None:
     bad = tunegate(traffic.fin, "usage", "--by", "region")
     assert bad.returncode == 1
@@ -261,6 +263,7 @@ def test_usage_command_errors_carry_the_gateways_message(traffic: Traffic) -> No
     assert unreachable.returncode == 1 and "cannot reach the gateway" in unreachable.stderr
 
 
+@pytest.mark.slow
 def test_savings_command(traffic: Traffic) -> None:
     result = tunegate(traffic.fin, "usage", "savings", "--alias", "pudong-support", "--team", traffic.beta)
     assert result.returncode == 0, result.stderr
@@ -268,6 +271,7 @@ def test_savings_command(traffic: Traffic) -> None:
     assert "break-even: never at these prices" in result.stdout
 
 
+@pytest.mark.slow
 def test_budget_and_limit_commands(traffic: Traffic) -> None:
     fin = traffic.fin
     done = tunegate(fin, "budget", "set", traffic.beta, "--monthly-usd", "100", "--soft-pct", "80")

@@ -63,6 +63,7 @@ def env(
 # -- the four steps ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_upload_train_promote_and_serve_pudong_support(env: FinetuneEnv) -> None:
     client = env.client()
     version_before, _, _ = env.alias("pudong-support")

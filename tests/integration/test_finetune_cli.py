@@ -21,6 +21,8 @@ from tests.utils.processes import run_tunegate
 from tests.utils.tokens import NEEDS_ENCODINGS, TIKTOKEN_EXACT
 from tests.utils.upstreams import FakeUpstreamHandle
 
+pytestmark = pytest.mark.slow  # the command line as subprocesses
+
 
 def tunegate(*args: str, env: FinetuneEnv | None = None) -> subprocess.CompletedProcess[str]:
     """The command offline, or against ``env``'s gateway with the admin key."""

@@ -352,6 +352,7 @@ def two_processes(tmp_path: Path, fake_upstream: FakeUpstreamHandle) -> Iterator
         yield urls[0], urls[1]
 
 
+@pytest.mark.slow
 def test_several_processes_share_one_sum(two_processes: tuple[str, str]) -> None:
     first, second = two_processes
     key = httpx.post(

@@ -17,6 +17,7 @@ from tests.utils.gateways import ADMIN_KEY, PUDONG_PROMPT, GatewayHandle
 from tests.utils.processes import run_tunegate
 from tests.utils.upstreams import FakeUpstreamHandle
 
+pytestmark = pytest.mark.slow  # the command line as subprocesses
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "国际航班提前多久办理值机?"}]
 FINE_TUNE = "ft:gpt-3.5-turbo-0613:pudong::8abc123"
 

@@ -19,6 +19,7 @@ from tests.utils.servers import free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.waiting import eventually
 
+pytestmark = pytest.mark.slow  # two `tunegate serve` processes
 TTL = 0.5
 BOUND = 4 * TTL  # the documented bound is the TTL; the rest is room for a slow machine
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]

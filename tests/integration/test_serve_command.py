@@ -17,6 +17,8 @@ from registry.tokens import system_prompt_tokens
 from tests.utils.processes import TUNEGATE, Served, run_tunegate, serve_tunegate
 from tests.utils.servers import free_port
 
+pytestmark = pytest.mark.slow  # `tunegate serve` as a subprocess
+
 
 @pytest.fixture
 def demo_gateway(tmp_path: Path) -> Iterator[tuple[str, str, Served]]:

@@ -24,6 +24,7 @@ from tests.utils.servers import free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.waiting import eventually
 
+pytestmark = pytest.mark.slow  # `tunegate serve --workers 2` as a subprocess
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "国际航班提前多久办理值机?"}]
 
 

@@ -163,6 +163,7 @@ def test_token_limits_and_epochs() -> None:
     assert [default_epochs(n) for n in (1, 10, 22, 34, 100, 8333, 8334, 30000)] == [25, 10, 5, 3, 3, 3, 2, 1]
 
 
+@pytest.mark.slow
 def test_counts_are_marked_as_estimates_without_tiktoken_files(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
