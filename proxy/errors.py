@@ -1,36 +1,53 @@
 """Errors in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, so SDKs raise the right type.
 
-GatewayError is the one exception the request path raises; registry errors and litestar's own HTTP
-errors are translated into the same shape here. Nothing reaches a client as a traceback.
+GatewayError is the one exception the HTTP side raises; each kind is a class that carries its status, type and
+code, so a raise says what went wrong and this module alone says what the client sees:
+
+    GatewayError                 status  type                   code
+    ├── InvalidRequest           400     invalid_request_error  invalid_value
+    │   └── MissingParameter     400     invalid_request_error  missing_required_parameter
+    ├── MalformedBody            400     invalid_request_error  (none: the body is no JSON object)
+    ├── AuthenticationFailed     401     invalid_request_error  invalid_api_key
+    ├── PermissionDenied         403     invalid_request_error  permission_denied
+    ├── NotFound                 404     invalid_request_error  not_found
+    │   └── ModelNotFound        404     invalid_request_error  model_not_found
+    ├── ConflictError            409     invalid_request_error  conflict
+    ├── RequestTooLarge          413     invalid_request_error  request_too_large
+    ├── RateLimited              429     rate_limit_error       rate_limit_exceeded
+    │   └── QuotaExceeded        429     insufficient_quota     insufficient_quota
+    ├── InternalError            500     server_error           internal_error
+    ├── UpstreamFailed           502     server_error           upstream_error
+    │   ├── UpstreamUnreachable  502     server_error           upstream_unreachable
+    │   └── UpstreamTimeout      504     server_error           upstream_timeout
+    └── Unavailable              503     server_error           database_unavailable
+
+``GatewayError(status, message, ...)`` itself still makes an error of any status (its type follows the status).
+Registry errors and litestar's own HTTP errors are translated into the same shape by :func:`handle_exception`.
+Nothing reaches a client as a traceback.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from registry.errors import Conflict, Invalid, NotFound, RegistryError
+from registry.errors import Conflict, RegistryError
+from registry.errors import NotFound as RegistryNotFound
 
 log = logging.getLogger("tunegate")
 
-_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "invalid_request_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
 
 class GatewayError(Exception):
+    """An answer in OpenAI's error shape; subclasses fix its status, ``kind`` (the error type) and ``default_code``."""
+
+    status: int = 500
+    kind: ClassVar[str | None] = None
+    default_code: ClassVar[str | None] = None
+
     def __init__(
         self,
         status: int,
@@ -44,9 +61,9 @@ class GatewayError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.code = code
+        self.code = code if code is not None else self.default_code
         self.param = param
-        self.type = type or _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.type = type or self.kind or _type_of(status)
         self.headers = headers or {}
 
     def payload(self) -> dict[str, Any]:
@@ -56,18 +73,123 @@ class GatewayError(Exception):
         return orjson.dumps(self.payload())
 
 
+def _type_of(status: int) -> str:
+    return "rate_limit_error" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
+
+
+class _Kind(GatewayError):
+    """An error whose status the class decides: raised with the message (and a code, param or headers if needed)."""
+
+    fixed_status: ClassVar[int] = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(self.fixed_status, message, code=code, param=param, type=type, headers=headers)
+
+
+class InvalidRequest(_Kind):
+    fixed_status = 400
+    kind = "invalid_request_error"
+    default_code = "invalid_value"
+
+
+class MissingParameter(InvalidRequest):
+    default_code = "missing_required_parameter"
+
+
+class MalformedBody(_Kind):
+    """A body that is not the JSON object the route reads."""
+
+    fixed_status = 400
+    kind = "invalid_request_error"
+
+
+class AuthenticationFailed(_Kind):
+    fixed_status = 401
+    kind = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(_Kind):
+    fixed_status = 403
+    kind = "invalid_request_error"
+    default_code = "permission_denied"
+
+
+class NotFound(_Kind):
+    fixed_status = 404
+    kind = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class ConflictError(_Kind):
+    fixed_status = 409
+    kind = "invalid_request_error"
+    default_code = "conflict"
+
+
+class RequestTooLarge(_Kind):
+    fixed_status = 413
+    kind = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimited(_Kind):
+    fixed_status = 429
+    kind = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(RateLimited):
+    kind = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
+class InternalError(_Kind):
+    fixed_status = 500
+    kind = "server_error"
+    default_code = "internal_error"
+
+
+class UpstreamFailed(_Kind):
+    fixed_status = 502
+    kind = "server_error"
+    default_code = "upstream_error"
+
+
+class UpstreamUnreachable(UpstreamFailed):
+    default_code = "upstream_unreachable"
+
+
+class UpstreamTimeout(UpstreamFailed):
+    fixed_status = 504
+    default_code = "upstream_timeout"
+
+
+class Unavailable(_Kind):
+    fixed_status = 503
+    kind = "server_error"
+    default_code = "database_unavailable"
+
+
 def model_not_found(name: str) -> GatewayError:
     # The same answer for "does not exist" and "not yours", so other teams' aliases are not revealed.
-    return GatewayError(
-        404,
-        f"The model `{name}` does not exist or you do not have access to it.",
-        code="model_not_found",
-        param="model",
-    )
+    return ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
 
 
 def invalid_api_key() -> GatewayError:
-    return GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
+    return AuthenticationFailed("Incorrect API key provided.")
 
 
 def json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response[bytes]:
@@ -75,13 +197,11 @@ def json_response(status: int, body: bytes, headers: dict[str, str] | None = Non
 
 
 def _from_registry(exc: RegistryError) -> GatewayError:
-    status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
-    code = (
-        {404: "not_found", 409: "conflict"}.get(status, "invalid_value")
-        if isinstance(exc, Invalid | NotFound | Conflict)
-        else None
-    )
-    return GatewayError(status, exc.message, param=exc.param, code=code)
+    if isinstance(exc, RegistryNotFound):
+        return NotFound(exc.message, param=exc.param)
+    if isinstance(exc, Conflict):
+        return ConflictError(exc.message, param=exc.param)
+    return InvalidRequest(exc.message, param=exc.param)
 
 
 def _from_validation(exc: ValidationException) -> GatewayError:
@@ -93,7 +213,7 @@ def _from_validation(exc: ValidationException) -> GatewayError:
             param = param or field
             parts.append(f"'{field}': {problem.get('message')}")
     message = "Invalid request: " + ("; ".join(parts) if parts else str(exc.detail))
-    return GatewayError(400, message, param=param, code="invalid_value")
+    return InvalidRequest(message, param=param)
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -113,5 +233,5 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         error = GatewayError(status, message, code="request_too_large" if status == 413 else None)
     else:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        error = GatewayError(500, "The gateway had an internal error; it has been logged.", code="internal_error")
+        error = InternalError("The gateway had an internal error; it has been logged.")
     return json_response(error.status, error.body(), error.headers)

@@ -32,7 +32,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from config import Settings, resolve_secret
-from proxy.errors import GatewayError
+from proxy.auth import bearer
+from proxy.errors import AuthenticationFailed, PermissionDenied
 from registry.aliases import AliasSpec
 from registry.budgets import BudgetStatus, budget_status
 from registry.finetune.retirement import days_left_by_alias
@@ -431,14 +432,13 @@ class GatewayMetrics:
             return
         expected = resolve_secret(self._token_ref)
         if not expected:
-            raise GatewayError(
-                403,
+            raise PermissionDenied(
                 f"/metrics is protected by {self._token_ref}, which is not set in the gateway's environment.",
                 code="metrics_token_unset",
             )
-        given = authorization[7:].strip() if authorization and authorization.startswith("Bearer ") else ""
+        given = bearer(authorization)
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise GatewayError(401, "Incorrect metrics token provided.", code="invalid_api_key")
+            raise AuthenticationFailed("Incorrect metrics token provided.")
 
     def exposition(self) -> bytes:
         self.pending.set(self._pending())

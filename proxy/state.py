@@ -1,4 +1,4 @@
-"""The gateway's state for one process: database, caches, the upstream client and the usage writer.
+"""The gateway's state for one process: database, caches, the upstream client, the usage writer and budgets.
 
 Key → caller and alias → version lookups are served from TTL caches; a change made through this process
 clears them at once, one made by another replica is seen within ``cache.ttl_seconds``.
@@ -7,7 +7,6 @@ clears them at once, one made by another replica is seen within ``cache.ttl_seco
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, TypeVar
@@ -21,21 +20,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from config import Settings, resolve_secret
-from proxy.calls.budgets import Limits
-from proxy.errors import GatewayError, invalid_api_key, model_not_found
+from proxy.auth import Keys
+from proxy.calls.budgets import Budgets
+from proxy.errors import UpstreamFailed, model_not_found
 from proxy.metrics import GatewayMetrics
 from proxy.upstream.calls import UpstreamEndpoint
 from proxy.upstream.transport import UpstreamTransport
 from registry.aliases import ResolvedAlias, resolve
 from registry.bootstrap import prepare_database
-from registry.costing import cost_records
+from registry.costing import cost_records, record_cost
 from registry.db import make_engine, session_scope
 from registry.errors import Conflict
 from registry.finetune.retirement import ShutdownDates
 from registry.pricing import PriceTable
-from registry.teams import Caller, find_caller
+from registry.teams import Caller
 from registry.upstreams import list_upstreams
-from registry.usage import UsageWriter
+from registry.usage import Usage, UsageWriter
 
 WORKER_THREADS = 8
 
@@ -46,7 +46,7 @@ class Gateway:
         self.prepared = prepared  # the database was prepared already (`serve` does it in another process)
         self.engine = engine or make_engine(settings.database.url)
         ttl = settings.cache.ttl_seconds
-        self._callers: TTLCache[str, Caller] = TTLCache(maxsize=100_000, ttl=ttl)
+        self.keys = Keys(self.engine, ttl=ttl)
         self._aliases: TTLCache[tuple[int, str], ResolvedAlias | None] = TTLCache(maxsize=100_000, ttl=ttl)
         self._upstreams: TTLCache[str, dict[str, UpstreamEndpoint]] = TTLCache(maxsize=1, ttl=ttl)
         self._lookups: TTLCache[Hashable, asyncio.Lock] = TTLCache(maxsize=10_000, ttl=60)
@@ -63,7 +63,7 @@ class Gateway:
             before_write=partial(cost_records, self.prices),
             after_write=self.metrics.observe,
         )
-        self.limits = Limits(self.engine, self.usage, self.prices, ttl=ttl)
+        self.budgets = Budgets(self.engine, ttl=ttl)
         self.shutdown_dates = ShutdownDates()  # targets past their shutdown date: kept by the retirement watch
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -78,51 +78,24 @@ class Gateway:
         if not self.prepared:
             await anyio.to_thread.run_sync(self.prepare_database)
         self.usage.start()
-        self.limits.start()
+        self.budgets.start()
         self.metrics.start(lambda: self.usage.pending)
 
     async def stop(self) -> None:
         await self.http.aclose()
-        await anyio.to_thread.run_sync(self.limits.close)
+        await anyio.to_thread.run_sync(self.budgets.close)
         await anyio.to_thread.run_sync(self.usage.close)
         await anyio.to_thread.run_sync(self.metrics.stop)
         self.engine.dispose()
 
     def invalidate(self) -> None:
         """Forget every cached lookup: called after a change made through this process."""
-        self._callers.clear()
+        self.keys.forget()
         self._aliases.clear()
         self._upstreams.clear()
-        self.limits.invalidate()
+        self.budgets.invalidate()
 
     # -- the request path ------------------------------------------------------------------------------
-    async def authenticate(self, authorization: str | None) -> Caller:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise GatewayError(
-                401,
-                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-                code="invalid_api_key",
-            )
-        key = authorization[7:].strip()
-        caller = self._callers.get(key)
-        if caller is None:
-            async with self._lookup(("key", key)):
-                caller = self._callers.get(key)
-                if caller is None:
-                    caller = await anyio.to_thread.run_sync(self._find_caller, key)
-                    if caller is None:
-                        raise invalid_api_key()
-                    self._callers[key] = caller
-        if caller.expired():
-            raise invalid_api_key()
-        if caller.role == "admin":
-            raise GatewayError(
-                403,
-                "This is an admin key: it works on /admin only. Call models with a team key.",
-                code="permission_denied",
-            )
-        return caller
-
     def _lookup(self, what: Hashable) -> asyncio.Lock:
         # One database lookup per missing entry: requests that miss together wait for the first one's answer
         # (an entry expiring under load would otherwise send every request in flight to the database at once).
@@ -130,33 +103,6 @@ class Gateway:
         if lock is None:
             lock = self._lookups[what] = asyncio.Lock()
         return lock
-
-    def _find_caller(self, key: str) -> Caller | None:
-        with Session(self.engine) as session:
-            return find_caller(session=session, key=key)
-
-    async def check_admin(self, authorization: str | None) -> str:
-        """Who an admin request acts as: "admin" for $TUNEGATE_ADMIN_KEY, else the named admin key's name."""
-        expected = self.settings.admin_key
-        given = authorization[7:].strip() if authorization and authorization.startswith("Bearer ") else ""
-        if expected and hmac.compare_digest(given.encode(), expected.encode()):
-            return "admin"
-        caller = self._callers.get(given) if given else None
-        if given and caller is None:
-            caller = await anyio.to_thread.run_sync(self._find_caller, given)
-            if caller is not None:
-                self._callers[given] = caller
-        if caller is not None and caller.role == "admin" and caller.name and not caller.expired():
-            return caller.name
-        if caller is not None and caller.role == "finance":
-            raise GatewayError(403, "A finance key may read usage, budgets and savings only.", code="permission_denied")
-        if not expected:
-            raise GatewayError(
-                403,
-                "The admin API is off: set TUNEGATE_ADMIN_KEY to turn it on (or use a named admin key).",
-                code="admin_disabled",
-            )
-        raise GatewayError(401, "Incorrect admin key provided.", code="invalid_api_key")
 
     async def resolve_alias(self, caller: Caller, name: str) -> ResolvedAlias:
         cache_key = (caller.team_id, name)
@@ -181,19 +127,38 @@ class Gateway:
         with Session(self.engine) as session:  # with its system prompts' token counts, stored when it was written
             return resolve(session=session, name=name, team_id=caller.team_id, team=caller.team)
 
-    def upstream(self, name: str) -> UpstreamEndpoint:
+    async def upstreams(self) -> dict[str, UpstreamEndpoint]:
+        """Every upstream by name, from a cache read again on a worker thread once it expires."""
         table = self._upstreams.get("all")
         if table is None:
-            with Session(self.engine) as session:
-                table = {
-                    u.name: UpstreamEndpoint(u.name, u.base_url, resolve_secret(u.api_key_ref))
-                    for u in list_upstreams(session=session)
-                }
-            self._upstreams["all"] = table
-        try:
-            return table[name]
-        except KeyError:
-            raise GatewayError(502, f"The alias points at upstream '{name}', which is not configured.") from None
+            async with self._lookup("upstreams"):
+                table = self._upstreams.get("all")
+                if table is None:
+                    table = self._upstreams["all"] = await anyio.to_thread.run_sync(self._read_upstreams)
+        return table
+
+    async def upstream(self, name: str) -> UpstreamEndpoint:
+        """The upstream ``name``; a 502 when the registry has none of that name."""
+        found = (await self.upstreams()).get(name)
+        if found is None:
+            raise UpstreamFailed(f"The alias points at upstream '{name}', which is not configured.")
+        return found
+
+    def _read_upstreams(self) -> dict[str, UpstreamEndpoint]:
+        with Session(self.engine) as session:
+            return {
+                u.name: UpstreamEndpoint(u.name, u.base_url, resolve_secret(u.api_key_ref))
+                for u in list_upstreams(session=session)
+            }
+
+    def record(self, record: Usage) -> None:
+        """Keep a call's usage record (the usage writer), costed at its day's prices, and charge it to its team's
+        budget and limits."""
+        if record.cost_usd is None:
+            cost = record_cost(self.prices, record)
+            record.cost_usd, record.priced = cost.usd, cost.priced  # costed once: the writer stores this figure
+        self.usage.submit(record)
+        self.budgets.charge(record)
 
 
 T = TypeVar("T")

@@ -1,16 +1,16 @@
 """Budgets and rate limits on the request path: one check before a request is forwarded, one charge when it ends.
 
-The check (:meth:`Limits.admit`) reads the team's month-to-date spend with a read that starts after the
+The check (:meth:`Budgets.admit`) reads the team's month-to-date spend with a read that starts after the
 request arrived (on a thread, one read shared by the requests of the team that arrive while the previous one
-runs; on SQLite, when no other answer of this process waits for its charge, on the event loop, ~3 µs) and
+runs; on SQLite, when no other answer of this process waits for its charge, on the event loop) and
 counts the request against each per-minute window; nothing touches the database for a caller without limits.
-The charge (:meth:`Limits.submit`) hands the usage record to the usage writer and its cost and tokens to a
-charger thread, which adds them to the shared counters at once for a team with a budget or a token limit
+The charge (:meth:`Budgets.charge`) hands a costed usage record's cost and tokens to a charger thread, which
+adds them to the shared counters at once for a team with a budget or a token limit
 (not at the writer's flush interval), so every process sees a team cross its budget within milliseconds, and
 within ``LAZY_CHARGE_SECONDS`` for the others, in fewer transactions. A response of a team with a budget is
 sent after its charge is committed: a request that starts after another one ended sees that one's cost, and
 the overshoot past a hard limit is at most the requests in flight when it was crossed. On SQLite, such a charge
-is committed on the event loop itself (~20 µs, no thread hop) when its call is the only model call in progress,
+is committed on the event loop itself (no thread hop) when its call is the only model call in progress,
 no other charge is on its way and no other connection is writing; else the charger takes it.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 import httpx
@@ -34,35 +34,25 @@ from cachetools import TTLCache
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from proxy.errors import GatewayError
-from registry.budgets import (
-    Budget,
-    CallerLimits,
-    PgCounters,
-    SqliteCounters,
+from proxy.errors import QuotaExceeded, RateLimited
+from registry.budgets import Budget, CallerLimits, caller_limits, record_alert
+from registry.costing import from_e8, money, to_e8
+from registry.counters import (
     Window,
-    caller_limits,
     charge,
     key_scope,
     minute_of,
     month_of,
-    pg_counters,
     prune_counters,
-    record_alert,
     spent_e8,
-    sqlite_counters,
     take_request,
     team_scope,
 )
-from registry.costing import from_e8, money, record_cost, to_e8
 from registry.db import session_scope
+from registry.fastpath.counters import PgCounters, SqliteCounters, pg_counters, sqlite_counters
 from registry.models import Team, utcnow
-from registry.pricing import PriceTable
 from registry.teams import Caller
-from registry.usage import Usage, UsageWriter
-
-if TYPE_CHECKING:
-    from proxy.calls.answers import Answer
+from registry.usage import Usage
 
 log = logging.getLogger("tunegate.limits")
 
@@ -75,22 +65,16 @@ SETTLE_TIMEOUT = 5.0  # seconds a response waits for its charge before it is sen
 WEBHOOK_TIMEOUT = 5.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Quota:
-    """What :meth:`Limits.admit` let through: the rate-limit headers to send, and whether to wait for the charge."""
+    """What :meth:`Budgets.admit` let through: the rate-limit headers to send, and whether the answer waits for
+    its charge (:meth:`Budgets.settled`) so that the next request sees it."""
 
-    limits: Limits | None
     headers: dict[str, str] = field(default_factory=dict)
     settle: bool = False
 
-    async def finish(self, response: Answer) -> Answer:
-        response.headers.update(self.headers)
-        if self.settle and self.limits is not None and not response.stream:  # a stream is charged as it ends
-            await self.limits.settled(str(response.headers.get("x-request-id", "")))
-        return response
 
-
-OPEN = Quota(None)
+OPEN = Quota()
 
 
 @dataclass
@@ -187,22 +171,19 @@ def rate_headers(windows: list[Window], now: float) -> dict[str, str]:
     return headers
 
 
-def insufficient_quota(caller: Caller, budget: Budget, spent: int, month: str) -> GatewayError:
-    return GatewayError(
-        429,
+def insufficient_quota(caller: Caller, budget: Budget, spent: int, month: str) -> QuotaExceeded:
+    return QuotaExceeded(
         f"You exceeded your current quota: team '{caller.team}' has spent ${money(from_e8(spent))} of its "
         f"${money(from_e8(budget.hard_e8))} budget for {month}. Ask an admin to raise it.",
-        code="insufficient_quota",
-        type="insufficient_quota",
         headers={"x-should-retry": "false"},  # waiting will not help: the SDK should not retry
     )
 
 
-class Limits:
-    def __init__(self, engine: Engine, usage: UsageWriter, prices: PriceTable, *, ttl: float) -> None:
+class Budgets:
+    """One process's side of the shared budgets and rate limits: admit a call, charge what it spent."""
+
+    def __init__(self, engine: Engine, *, ttl: float) -> None:
         self._engine = engine
-        self._usage = usage
-        self._prices = prices
         self._limits: TTLCache[tuple[int, int], CallerLimits] = TTLCache(maxsize=100_000, ttl=ttl)
         # A team over its hard limit is refused from memory for a while, sparing the database a blocked client.
         self._refused: TTLCache[tuple[int, str], tuple[Budget, int]] = TTLCache(maxsize=100_000, ttl=max(ttl, 1.0))
@@ -291,7 +272,7 @@ class Limits:
                 raise insufficient_quota(caller, limits.budget, spent, month)
         headers = await anyio.to_thread.run_sync(self._take, caller, limits, now) if limits.rates else {}
         # The next request must see this one's cost (budget) and tokens (tokens per minute): answer after the charge.
-        return Quota(self, headers, settle=limits.budget is not None or bool(limits.tpm_scopes))
+        return Quota(headers, settle=limits.budget is not None or bool(limits.tpm_scopes))
 
     async def _drain(self, key: tuple[int, str]) -> None:
         """Wait (at most SETTLE_TIMEOUT) until this process has committed every charge of ``key``."""
@@ -345,7 +326,7 @@ class Limits:
             return rate_headers(windows, stamp)
 
     @staticmethod
-    def _over(caller: Caller, window: Window, now: float) -> GatewayError | None:
+    def _over(caller: Caller, window: Window, now: float) -> RateLimited | None:
         rate, what = window.rate, "team" if window.rate.scope.startswith("team:") else "key"
         if rate.rpm is not None and window.requests > rate.rpm:
             kind, unit, limit, used = "requests", "RPM", rate.rpm, window.requests - 1
@@ -356,22 +337,17 @@ class Limits:
         wait = _reset(now)
         headers = rate_headers([window], now)
         headers["retry-after"] = str(math.ceil(wait))
-        return GatewayError(
-            429,
+        return RateLimited(
             f"Rate limit reached for {what} of team '{caller.team}' on {kind} per min ({unit}): Limit {limit}, "
             f"Used {used}. Please try again in {math.ceil(wait)}s.",
-            code="rate_limit_exceeded",
             type=kind,
             headers=headers,
         )
 
     # -- when the request ends -------------------------------------------------------------------------
-    def submit(self, record: Usage) -> None:
-        """Hand ``record`` to the usage writer, and charge its cost and tokens to the team's counters."""
-        cost = record_cost(self._prices, record)
-        record.cost_usd, record.priced = cost.usd, cost.priced  # costed once: the writer stores this figure
-        self._usage.submit(record)
-        units = to_e8(cost.usd)
+    def charge(self, record: Usage) -> None:
+        """Charge a costed ``record``'s cost and tokens to its team's (and key's) counters."""
+        units = to_e8(record.cost_usd) if record.cost_usd is not None else 0
         tokens = max(0, record.prompt_tokens) + max(0, record.completion_tokens)
         limits = self._limits.get((record.team_id, record.key_id or 0))
         tpm_scopes: tuple[str, ...] = ()

@@ -51,5 +51,5 @@ class DashboardController(Controller):
     async def static(self, name: str) -> Response[bytes]:
         media_type = _ASSETS.get(name)
         if media_type is None:
-            raise GatewayError(404, f"Unknown request URL: GET /dashboard/{name}.")
+            raise GatewayError(404, f"Unknown request URL: GET /dashboard/{name}.")  # as litestar's own 404
         return Response(asset(name), media_type=media_type, headers={**_SECURITY_HEADERS, "cache-control": "no-cache"})

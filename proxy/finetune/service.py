@@ -117,7 +117,7 @@ def answer_json(response: httpx.Response, endpoint: UpstreamEndpoint, what: str)
 
 async def copy_file(gateway: Gateway, file: FineTuneFile, to: UpstreamEndpoint) -> str:
     """The file's id at upstream ``to``, uploading a copy from the upstream that has it."""
-    source = gateway.upstream(file.upstream)
+    source = await gateway.upstream(file.upstream)
     response = await call_upstream(gateway, source, "GET", f"/files/{file.upstream_file_id}/content")
     if response.status_code != 200:
         raise refusal(source, response, f"reading file {file.id} to copy it to '{to.name}'")
@@ -216,7 +216,7 @@ class TeamFinetuning:
         if report.errors:
             raise broken_file(report)
         known = await transaction(gateway, upstream_names)
-        endpoint = gateway.upstream(team_upstream(gateway, caller.team, known))
+        endpoint = await gateway.upstream(team_upstream(gateway, caller.team, known))
         answer = answer_json(
             await call_upstream(
                 gateway,
@@ -251,7 +251,7 @@ class TeamFinetuning:
         """Delete the file at its upstream (gone there already is fine), then mark it deleted here."""
         gateway, team_id = self.gateway, self.caller.team_id
         file = await read(gateway, lambda s: get_file(session=s, team_id=team_id, file_id=file_id))
-        endpoint = gateway.upstream(file.upstream)
+        endpoint = await gateway.upstream(file.upstream)
         response = await call_upstream(gateway, endpoint, "DELETE", f"/files/{file.upstream_file_id}")
         if response.status_code not in (200, 404):  # 404: gone at the upstream already
             raise refusal(endpoint, response, "deleting the file")
@@ -265,7 +265,7 @@ class TeamFinetuning:
         """The file's bytes as its upstream has them, and their media type."""
         gateway, team_id = self.gateway, self.caller.team_id
         file = await read(gateway, lambda s: get_file(session=s, team_id=team_id, file_id=file_id))
-        endpoint = gateway.upstream(file.upstream)
+        endpoint = await gateway.upstream(file.upstream)
         response = await call_upstream(gateway, endpoint, "GET", f"/files/{file.upstream_file_id}/content")
         if response.status_code != 200:
             raise refusal(endpoint, response, "reading the file")
@@ -297,7 +297,7 @@ class TeamFinetuning:
         upstream = (
             gateway.settings.finetune.alias_upstreams.get(alias.name) or target_upstream if alias is not None else None
         ) or training.upstream
-        endpoint = gateway.upstream(upstream)
+        endpoint = await gateway.upstream(upstream)
         training_at = (
             training.upstream_file_id if training.upstream == upstream else await copy_file(gateway, training, endpoint)
         )
@@ -343,7 +343,7 @@ class TeamFinetuning:
         job = await read(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
         if job.status in TERMINAL_STATUSES:
             raise GatewayError(400, f"Job has already completed: {job.id} is {job.status}.", param="fine_tuning_job_id")
-        endpoint = gateway.upstream(job.upstream)
+        endpoint = await gateway.upstream(job.upstream)
         answer = answer_json(
             await call_upstream(gateway, endpoint, "POST", f"/fine_tuning/jobs/{job.upstream_job_id}/cancel"),
             endpoint,
@@ -372,7 +372,7 @@ class TeamFinetuning:
         """The upstream's list of the job's checkpoints, naming the job by the gateway's id."""
         gateway, team_id = self.gateway, self.caller.team_id
         job = await read(gateway, lambda s: get_job(session=s, team_id=team_id, job_id=job_id))
-        endpoint = gateway.upstream(job.upstream)
+        endpoint = await gateway.upstream(job.upstream)
         answer = answer_json(
             await call_upstream(
                 gateway, endpoint, "GET", f"/fine_tuning/jobs/{job.upstream_job_id}/checkpoints", params=params

@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from config import ConfigError, parse_settings
 from config.names import TEAM_NAME
+from proxy.auth import admin_guard
 from proxy.errors import GatewayError
 from proxy.state import Gateway, gateway_of
 from proxy.state import read as read_session
@@ -66,11 +67,6 @@ from registry.upstreams import delete_upstream, get_upstream, list_upstreams, se
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
 TeamQuery = Parameter(query="team", required=False, description="the owning team of a team alias; omit: global")
-
-
-async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    gateway: Gateway = connection.app.state.gateway
-    connection.state.actor = await gateway.check_admin(connection.headers.get("authorization"))
 
 
 async def read(request: AnyRequest, work: Callable[[Session], T]) -> T:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from proxy.errors import GatewayError, json_response
-from proxy.routes.admin import admin_guard
+from proxy.auth import admin_guard, finance_guard, reader
 from proxy.state import gateway_of
 from proxy.state import read as read_session
 from proxy.state import write as write_session
@@ -31,16 +31,6 @@ from registry.reports import parse_day, parse_group_by, parse_range, savings, us
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
 _MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
-
-
-async def finance_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """The admin key, or a finance key (which may read here and nothing else)."""
-    try:
-        await admin_guard(connection, handler)
-    except GatewayError as exc:
-        if not (exc.status == 403 and exc.code == "permission_denied"):
-            raise
-        connection.state.actor = "finance"  # check_admin refuses a finance key with exactly this
 
 
 async def _read(request: AnyRequest, work: Callable[[Session], T]) -> T:
@@ -206,7 +196,7 @@ class TeamUsageController(Controller):
         alias: str | None = Parameter(default=None),
         model: str | None = Parameter(default=None),
     ) -> Response[bytes]:
-        caller = await gateway_of(request).authenticate(request.headers.get("authorization"))
+        caller = await reader(gateway_of(request).keys, request.headers.get("authorization"))
         work = _report(
             request,
             start=start,

@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from config import Settings
+from proxy import auth
+from proxy.auth import admin_guard
+from proxy.calls.parsing import read_json, require
 from proxy.errors import GatewayError, json_response
 from proxy.finetune.service import TeamFinetuning, refresh_retirements, upstream_names
-from proxy.routes.admin import admin_guard
-from proxy.routes.openai import read_json, require
 from proxy.state import Gateway, gateway_of, read, transaction
 from registry.aliases import get_alias
 from registry.errors import Invalid
@@ -46,10 +47,7 @@ _MULTIPART_OVERHEAD = 64 * 1024  # the form around the file: field names, bounda
 
 
 async def team_caller(request: AnyRequest) -> Caller:
-    caller = await gateway_of(request).authenticate(request.headers.get("authorization"))
-    if caller.role != "team":
-        raise GatewayError(403, "This key may read usage only; it cannot fine-tune.", code="permission_denied")
-    return caller
+    return await auth.team_caller(gateway_of(request).keys, request.headers.get("authorization"), cannot="fine-tune")
 
 
 async def team_finetuning(request: AnyRequest) -> TeamFinetuning:

@@ -2,9 +2,7 @@
 
 A model call is a POST of bytes the gateway already has, answered by JSON or an SSE stream; the rest of a
 general-purpose client (redirects, cookies, auth flows, tracing, URL objects per request) is CPU on every
-request. Measured on this project's machine (2 cores, 64 requests in flight to the fake upstream, one
-process): httpx's own pool ~5x aiohttp's CPU per request (encode/httpx#3215), aiohttp ~49 µs, this ~14 µs
-(`bench/`; the gateway's profile put aiohttp at a quarter of its samples).
+request (the figures against httpx's own pool and aiohttp are in the README's Performance section).
 
 What it does: a pool of keep-alive connections per origin (the most recently used first; a connection the
 upstream closed is dropped from it), TLS for ``https`` with the system's and certifi's authorities, a

@@ -1,0 +1,54 @@
+"""The one function that owns a model call, its steps in the order they happen:
+
+    authenticate → parse → resolve the alias → admit (budget, rate limits) → forward (attempts, fallback)
+    → record usage (and charge it) → settle (wait for the charge) → send
+
+Each step is a leaf that returns its value here; forwarding gets what it needs, not the process's state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from proxy.auth import team_caller
+from proxy.calls.answers import Answer
+from proxy.calls.exchange import Attempt, Exchange, Outcome
+from proxy.calls.forwarding import forward
+from proxy.calls.parsing import parse_json, require
+from proxy.calls.recording import usage_record
+from proxy.state import Gateway
+
+# The model calls: the path after /v1, the endpoint their usage records name, and the fields they must have.
+MODEL_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "/chat/completions": ("chat.completions", {"messages": (list, "a non-empty array of messages")}),
+    "/completions": ("completions", {"prompt": ((str, list), "a string or an array")}),
+    "/embeddings": ("embeddings", {"input": ((str, list), "a string or an array")}),
+}
+
+
+async def model_call(state: Gateway, request: Request[Any, Any, Any], path: str) -> Answer:
+    """The model call at ``path`` (one of MODEL_CALLS): its answer, to send as it is (an ASGI app)."""
+    endpoint, required = MODEL_CALLS[path]
+    caller = await team_caller(state.keys, request.headers.get("authorization"), cannot="call models")
+    body = parse_json(await request.body())
+    name = require(body, "model", str, "the name of a model (an alias)")
+    for field, (kind, what) in required.items():
+        require(body, field, kind, what)
+    alias = await state.resolve_alias(caller, name)
+    upstreams = await state.upstreams()
+    exchange = Exchange(caller, endpoint, path, alias, body)
+
+    def spent(attempt: Attempt, outcome: Outcome) -> None:  # record usage: when the answer (or stream) ends
+        state.record(usage_record(exchange, attempt, outcome))
+
+    with state.budgets.calling():
+        quota = await state.budgets.admit(caller)  # a 429 before anything is spent
+        answer = await forward(
+            exchange, transport=state.transport, upstreams=upstreams, retired=state.shutdown_dates, record=spent
+        )
+        answer.headers.update(quota.headers)
+        if quota.settle and not exchange.stream:  # the next request must see this one's charge; a stream's ends later
+            await state.budgets.settled(exchange.request_id)
+    return answer
