@@ -3,20 +3,18 @@ file and the key, before any database is touched."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.utils.processes import TUNEGATE, run_tunegate
 from tests.utils.servers import free_port
 
-TUNEGATE = Path(sys.executable).with_name("tunegate")
 UPSTREAMS = "upstreams:\n  u: {base_url: 'http://127.0.0.1:9/v1'}\n"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which(str(TUNEGATE)), reason="the tunegate command is not installed in this environment")
 @pytest.mark.parametrize(
     ("body", "key", "words"),
@@ -40,11 +38,8 @@ def test_a_bad_name_exits_2_naming_the_file_and_the_key(tmp_path: Path, body: st
     database = tmp_path / "never-made.db"
     text = f"database: {{url: 'sqlite:///{database}'}}\n" + (body if body.startswith("upstreams") else UPSTREAMS + body)
     config.write_text(text, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("TUNEGATE_CONFIG", "TUNEGATE_DATABASE_URL")}
-    env.update(TUNEGATE_PORT=str(free_port()), TUNEGATE_ADMIN_KEY="tg-admin", OPENAI_API_KEY="sk-unused")
-    result = subprocess.run(
-        [str(TUNEGATE), "serve", "--config", str(config)], capture_output=True, text=True, timeout=60, env=env
-    )
+    env = {"TUNEGATE_PORT": str(free_port()), "TUNEGATE_ADMIN_KEY": "tg-admin", "OPENAI_API_KEY": "sk-unused"}
+    result = run_tunegate(["serve", "--config", str(config)], timeout=60, env=env)
     assert result.returncode == 2, result.stderr
     assert f"{config}: {key}: {words}" in result.stderr
     assert result.stderr.startswith("tunegate: configuration error:\n")

@@ -156,6 +156,7 @@ def test_the_aliases_applied_from_the_file_at_start_have_their_counts_before_the
         assert counter_calls == []
 
 
+@pytest.mark.slow
 def test_a_serving_process_counts_in_a_child_and_never_loads_the_encodings() -> None:
     code = (
         "import json, sys\n"
@@ -174,6 +175,7 @@ def test_a_serving_process_counts_in_a_child_and_never_loads_the_encodings() -> 
     assert (answer["loaded"], answer["tiktoken"]) == (False, False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which(str(TUNEGATE)), reason="the tunegate command is not installed in this environment")
 def test_tunegate_serve_stores_an_admin_writes_counts_without_loading_the_encodings(
     fake_upstream: FakeUpstreamHandle, tmp_path: Path

@@ -43,8 +43,8 @@ NAMES = [
 
 
 @pytest.fixture(scope="module")
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
+def engine(own_database_url: str) -> Iterator[Engine]:
+    engine = make_engine(own_database_url)  # its own: the session gateway's database has airport-cs already
     migrate(engine)
     yield engine
     engine.dispose()
