@@ -174,10 +174,12 @@ def encodings_loaded() -> bool:
 
 
 def _main() -> None:
-    """The child of :func:`proxy.token_counting.count_in_child`: ``[[prompt, encoding], ...]`` in,
-    ``[[tokens, exact], ...]`` out."""
-    pairs = [(str(prompt), str(encoding)) for prompt, encoding in json.loads(sys.stdin.buffer.read())]
-    json.dump([[count.tokens, count.exact] for count in count_here(pairs)], sys.stdout)
+    """The child of :class:`proxy.token_counting.CountingChild`: a line ``[[prompt, encoding], ...]`` in, a line
+    ``[[tokens, exact], ...]`` out, until its input ends."""
+    for line in sys.stdin.buffer:
+        pairs = [(str(prompt), str(encoding)) for prompt, encoding in json.loads(line)]
+        sys.stdout.write(json.dumps([[count.tokens, count.exact] for count in count_here(pairs)]) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
