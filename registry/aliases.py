@@ -9,16 +9,17 @@ new version; a rollback is a new version copying an old one; a deleted alias kee
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import and_
 from sqlmodel import Session, col, select
 
-from config.names import alias_name_problem
-from config.splits import ModelRepeated, WeightsOff, split_problem, target_and_canaries
+from config.names import WILDCARD, alias_name_problem
+from config.splits import ModelRepeated, SplitShare, WeightsOff, split_problem, target_and_canaries
 from registry.audit import record as audit
 from registry.errors import Conflict, Invalid, NotFound
 from registry.models import Alias, AliasVersion, Team, Upstream, utcnow
@@ -27,7 +28,6 @@ from registry.teams import check_team_name, get_team
 from registry.tokens import encoding_name, remembered_system_prompts, system_prompt_tokens
 
 Policy = Literal["prepend", "if_absent", "replace"]
-WILDCARD = "*"
 
 
 class Target(BaseModel):
@@ -174,7 +174,14 @@ def check_alias_name(name: str) -> str:
     return name
 
 
-def split_targets(entries: list[SplitEntry], default_upstream: str) -> tuple[Target, tuple[WeightedTarget, ...]]:
+class SplitSource(SplitShare, Protocol):
+    """A split entry as the file and the admin API write it: a share, and the system prompt of its target."""
+
+    @property
+    def system_prompt(self) -> str | None: ...
+
+
+def split_targets(entries: Sequence[SplitSource], default_upstream: str) -> tuple[Target, tuple[WeightedTarget, ...]]:
     """``split`` (weights adding up to 100) → the target (the first entry) and its canaries (the others)."""
     problem = split_problem(entries, default_upstream)
     if isinstance(problem, WeightsOff):

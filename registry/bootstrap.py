@@ -29,6 +29,7 @@ from registry.aliases import (
     list_aliases,
     prompts_of,
     put_alias,
+    split_targets,
 )
 from registry.audit import record as audit
 from registry.db import migrate, session_scope
@@ -89,14 +90,7 @@ def spec_from_settings(alias: AliasSettings, name: str = "") -> AliasSpec:
     target = Target(upstream=alias.upstream, model=alias.model or name, system_prompt=alias.system_prompt)
     canary: tuple[WeightedTarget, ...] = ()
     if alias.split:
-        first, *rest = alias.split
-        target = Target(upstream=first.upstream or alias.upstream, model=first.model, system_prompt=first.system_prompt)
-        canary = tuple(
-            WeightedTarget(
-                upstream=e.upstream or alias.upstream, model=e.model, system_prompt=e.system_prompt, weight=e.weight
-            )
-            for e in rest
-        )
+        target, canary = split_targets(alias.split, alias.upstream)
     return AliasSpec(target=target, fallback=fallback, policy=alias.policy, teams=tuple(alias.teams), canary=canary)
 
 
