@@ -10,12 +10,12 @@ import logging
 from collections.abc import Sequence
 from decimal import Decimal
 
-from registry.pricing import UNPRICED, Cost, PriceTable
+from registry.pricing import QUANTUM, UNPRICED, Cost, PriceTable
 from registry.usage import Usage
 
 log = logging.getLogger("tunegate.costing")
 
-E8 = 100_000_000  # cost_usd has 8 decimal places: 1 USD = 10**8 units
+E8 = int(1 / QUANTUM)  # spend is counted in units of the money quantum: 1 USD = 10**8 units
 ZERO = Cost(Decimal("0E-8"), priced=True)
 
 
@@ -51,11 +51,11 @@ def cost_records(prices: PriceTable, records: Sequence[Usage]) -> None:
 
 
 def to_e8(usd: Decimal) -> int:
-    return int(usd.scaleb(8).to_integral_value())
+    return int((usd * E8).to_integral_value())
 
 
 def from_e8(units: int) -> Decimal:
-    return (Decimal(units) / E8).quantize(Decimal("0.00000001"))
+    return (Decimal(units) / E8).quantize(QUANTUM)
 
 
 def money(usd: Decimal) -> str:

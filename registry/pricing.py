@@ -22,7 +22,7 @@ from cachetools import LRUCache
 from config.prices import PriceEntry, load_prices
 
 _PER = Decimal(1_000_000)
-_QUANTUM = Decimal("0.00000001")
+QUANTUM = Decimal("0.00000001")  # money: USD to 8 decimal places (usage_record.cost_usd), half-even
 _CONTEXT = Context(prec=50, rounding=ROUND_HALF_EVEN)
 
 
@@ -32,7 +32,7 @@ class Cost:
     priced: bool  # False when no price matched: usd is 0 and the caller counts it as "unpriced"
 
 
-UNPRICED = Cost(Decimal(0).quantize(_QUANTUM), priced=False)
+UNPRICED = Cost(Decimal(0).quantize(QUANTUM), priced=False)
 
 
 class _History:
@@ -103,7 +103,7 @@ class PriceTable:
                 + cached_tokens * cached_price
                 + completion_tokens * entry.output
             ) / _PER
-            return Cost(usd.quantize(_QUANTUM), priced=True)
+            return Cost(usd.quantize(QUANTUM), priced=True)
 
     def training_cost(self, *, model: str, day: date, trained_tokens: int) -> Cost:
         """Training cost of fine-tuning ``model`` (the base, e.g. ``gpt-4o-mini-2024-07-18``, or an ``ft:``
@@ -115,5 +115,5 @@ class PriceTable:
             entry = self.price_for(candidate, day)
             if entry is not None and entry.training is not None:
                 with localcontext(_CONTEXT):
-                    return Cost((trained_tokens * entry.training / _PER).quantize(_QUANTUM), priced=True)
+                    return Cost((trained_tokens * entry.training / _PER).quantize(QUANTUM), priced=True)
         return UNPRICED

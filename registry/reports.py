@@ -23,13 +23,12 @@ from registry.aliases import AliasSpec, Target
 from registry.costing import E8, from_e8, money
 from registry.errors import Invalid, NotFound
 from registry.models import Alias, AliasVersion, FineTuneJob, Team, UsageRecord, utcnow
-from registry.pricing import PriceTable
+from registry.pricing import QUANTUM, PriceTable
 from registry.prompt_counts import prompt_tokens
 
 GROUPS = ("team", "alias", "model", "served_by", "day", "kind")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PER = Decimal(1_000_000)
-_Q = Decimal("0.00000001")
 
 _COLUMNS: dict[str, Any] = {
     "team": col(Team.name),
@@ -241,7 +240,7 @@ class _Side:
 
 
 def _money(value: Decimal) -> str:
-    return money(value.quantize(_Q))
+    return money(value.quantize(QUANTUM))
 
 
 def _alias_spec(session: Session, name: str, team: str | None) -> AliasSpec | None:

@@ -15,14 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
-from operator import attrgetter
-from typing import Any
 
 from sqlalchemy import Connection, Table, insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from registry.db import sqlite_write_lock
+from registry.fastpath.usage import SqliteUsageInsert
 from registry.models import UsageRecord
 
 log = logging.getLogger("tunegate.usage")
@@ -66,67 +64,6 @@ COLUMNS = tuple(field.name for field in fields(Usage))
 def insert_usage(db: Session | Connection, records: Sequence[Usage]) -> None:
     """The records as rows of ``usage_record``, in one multi-row INSERT (in ``db``'s transaction)."""
     db.execute(insert(TABLE), [{name: getattr(record, name) for name in COLUMNS} for record in records])
-
-
-class SqliteUsageInsert:
-    """SQLite only: :func:`insert_usage` on a DBAPI connection of its own, with the bind processing SQLAlchemy
-    would do, applied only to the columns that need it (dates, times, decimals, booleans), and the batch in a few
-    multi-row INSERTs: a step of SQLite each, run without the GIL. (``executemany`` gives the GIL up and takes it
-    back for every row, and the event loop pays a thread hand-over each time: measured, +1.2 ms at p99.)"""
-
-    MAX_ROWS = 256  # a statement's rows: a power of two, within SQLite's 32,766 parameters
-    YIELD_ROWS = 16  # rows converted (~5 µs each) between two chances for another thread to take the GIL
-
-    def __init__(self, engine: Engine) -> None:
-        dialect = engine.dialect
-        head = f"INSERT INTO {TABLE.name} ({', '.join(COLUMNS)}) VALUES "
-        row = f"({', '.join('?' * len(COLUMNS))})"
-        # One statement per power of two (1, 2, 4 … 256 rows), each prepared once by the driver's statement
-        # cache: a batch of 200 is 128 + 64 + 8 rows, and nine statements cover every batch.
-        self._sql = {rows: head + ", ".join([row] * rows) for rows in (2**n for n in range(9))}
-        self._get = attrgetter(*COLUMNS)
-        self._process = [
-            (index, process)
-            for index, name in enumerate(COLUMNS)
-            if (process := TABLE.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        ]
-        self._raw = engine.raw_connection()
-        # Inserts touch the tail of the table and a leaf of each index: a page cache of 512 KiB holds what they
-        # reuse (SQLite's default of 2 MiB fills with leaves of the request-id index, read once each).
-        self._raw.driver_connection.execute("PRAGMA cache_size=-512")  # type: ignore[union-attr]
-        self._lock = sqlite_write_lock(engine)
-
-    def __call__(self, records: Sequence[Usage]) -> None:
-        """Insert ``records`` and commit, or roll back and raise."""
-        statements = []
-        start = 0
-        while start < len(records):  # converted before the write lock is taken
-            rows = min(self.MAX_ROWS, 1 << ((len(records) - start).bit_length() - 1))
-            statements.append((self._sql[rows], self._values(records[start : start + rows])))
-            start += rows
-        connection: Any = self._raw.driver_connection
-        with self._lock:
-            try:
-                for sql, values in statements:
-                    connection.execute(sql, values)
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
-
-    def _values(self, records: Sequence[Usage]) -> list[Any]:
-        values: list[Any] = []
-        for number, record in enumerate(records, 1):
-            row = list(self._get(record))
-            for index, process in self._process:
-                row[index] = process(row[index])
-            values += row
-            if not number % self.YIELD_ROWS:
-                time.sleep(0)  # let a waiting event loop have the GIL (else it waits up to 5 ms)
-        return values
-
-    def close(self) -> None:
-        self._raw.close()
 
 
 class UsageWriter:

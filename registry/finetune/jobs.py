@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from registry.budgets import charge, month_of
 from registry.costing import to_e8
+from registry.counters import charge, month_of
 from registry.errors import Invalid, NotFound
 from registry.finetune.events import add_event
 from registry.finetune.files import exposed_id

@@ -18,11 +18,13 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from registry.budgets import SqliteCounters, charge, spent_e8
+from registry.counters import charge, spent_e8
 from registry.db import make_engine, migrate, session_scope
+from registry.fastpath.counters import SqliteCounters
+from registry.fastpath.usage import SqliteUsageInsert
 from registry.models import RateCounter, TeamSpend, UsageRecord, utcnow
 from registry.teams import create_team
-from registry.usage import SqliteUsageInsert, Usage, insert_usage
+from registry.usage import Usage, insert_usage
 from tests.integration.finance_support import FT_PUDONG, QUESTION, FinanceGateway, finance_gateway
 from tests.utils.gateways import ADMIN_KEY
 from tests.utils.openai_schema import validate

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from proxy.calls.budgets import LAZY_CHARGE_SECONDS
 from proxy.finetune.background import FinetunePoller
 from registry.costing import to_e8
-from registry.budgets import month_of, spent_e8
+from registry.counters import month_of, spent_e8
 from registry.db import session_scope
 from registry.finetune.jobs import claim_job, release_job
 from registry.finetune.retirement import days_left_by_alias

@@ -11,9 +11,9 @@ import pytest
 
 from config import ConfigError, load_settings
 from config.prices import PriceTableError
-from registry.costing import cost_records, from_e8, money, record_cost, to_e8
+from registry.costing import E8, cost_records, from_e8, money, record_cost, to_e8
 from registry.models import UsageRecord
-from registry.pricing import PriceTable
+from registry.pricing import QUANTUM, PriceTable
 from registry.usage import COLUMNS, Usage
 
 PRICES = """\
@@ -102,6 +102,14 @@ def test_units_of_1e8_round_trip() -> None:
     assert to_e8(Decimal("0.00012300")) == 12_300
     assert from_e8(12_300) == Decimal("0.00012300")
     assert money(from_e8(0)) == "0.00000000"
+
+
+def test_one_money_quantum_for_costs_and_spend_units() -> None:
+    """A cost's last place (registry.pricing.QUANTUM) is one unit of the spend counters (registry.costing.E8)."""
+    assert (money(QUANTUM), QUANTUM.as_tuple().exponent) == ("0.00000001", -8)
+    assert E8 == 100_000_000
+    assert (to_e8(QUANTUM), from_e8(1), from_e8(E8)) == (1, Decimal("0.00000001"), Decimal("1.00000000"))
+    assert (to_e8(Decimal("0.000000005")), to_e8(Decimal("0.000000015"))) == (0, 2)  # half a unit: to the even one
 
 
 @pytest.mark.parametrize(
