@@ -28,8 +28,9 @@ Nothing reaches a client as a traceback.
 
 from __future__ import annotations
 
+import enum
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 from litestar import Request, Response
@@ -61,7 +62,7 @@ class GatewayError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.code = code if code is not None else self.default_code
+        self.code = code
         self.param = param
         self.type = type or self.kind or _type_of(status)
         self.headers = headers or {}
@@ -77,8 +78,13 @@ def _type_of(status: int) -> str:
     return "rate_limit_error" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
 
 
+class _Default(enum.Enum):
+    CODE = "the class's default_code"
+
+
 class _Kind(GatewayError):
-    """An error whose status the class decides: raised with the message (and a code, param or headers if needed)."""
+    """An error whose status the class decides: raised with the message (and a code, param or headers if needed;
+    ``code=None`` for none at all)."""
 
     fixed_status: ClassVar[int] = 500
 
@@ -86,12 +92,13 @@ class _Kind(GatewayError):
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: str | Literal[_Default.CODE] | None = _Default.CODE,
         param: str | None = None,
         type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(self.fixed_status, message, code=code, param=param, type=type, headers=headers)
+        given = self.default_code if code is _Default.CODE else code
+        super().__init__(self.fixed_status, message, code=given, param=param, type=type, headers=headers)
 
 
 class InvalidRequest(_Kind):

@@ -15,7 +15,7 @@ import anyio.to_thread
 import httpx
 from sqlmodel import Session
 
-from proxy.errors import GatewayError
+from proxy.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamFailed
 from proxy.finetune.background import FinetunePoller
 from proxy.state import Gateway, read, transaction
 from proxy.upstream.calls import UpstreamEndpoint, auth_headers, unreachable
@@ -50,15 +50,13 @@ def team_upstream(gateway: Gateway, team: str, known: list[str]) -> str:
     if name is None and len(known) == 1:
         name = known[0]
     if name is None:
-        raise GatewayError(
-            400,
+        raise InvalidRequest(
             "This gateway has no fine-tuning upstream for your team: an administrator sets finetune.upstream "
             "(or finetune.team_upstreams) in its configuration.",
             code="fine_tuning_not_configured",
         )
     if name not in known:
-        raise GatewayError(
-            400,
+        raise InvalidRequest(
             f"The fine-tuning upstream '{name}' is not configured on this gateway.",
             code="fine_tuning_not_configured",
         )
@@ -87,16 +85,10 @@ def refusal(endpoint: UpstreamEndpoint, response: httpx.Response, what: str) -> 
     message = _KEY_LIKE.sub("sk-***", message)
     status = response.status_code
     if status in (401, 403):
-        return GatewayError(
-            502,
-            f"Upstream '{endpoint.name}' did not accept the gateway's credentials for {what}.",
-            code="upstream_error",
-        )
+        return UpstreamFailed(f"Upstream '{endpoint.name}' did not accept the gateway's credentials for {what}.")
     if status < 400 or status >= 500:
         detail = f": {message}" if message else ""
-        return GatewayError(
-            502, f"Upstream '{endpoint.name}' answered {status} to {what}{detail}", code="upstream_error"
-        )
+        return UpstreamFailed(f"Upstream '{endpoint.name}' answered {status} to {what}{detail}")
     param = error.get("param") if isinstance(error.get("param"), str) else None
     code = error.get("code") if isinstance(error.get("code"), str) else None
     return GatewayError(status, f"Upstream '{endpoint.name}' refused {what}: {message}", param=param, code=code)
@@ -111,7 +103,7 @@ def answer_json(response: httpx.Response, endpoint: UpstreamEndpoint, what: str)
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise GatewayError(502, f"Upstream '{endpoint.name}' answered {what} with something not JSON.")
+        raise UpstreamFailed(f"Upstream '{endpoint.name}' answered {what} with something not JSON.", code=None)
     return body
 
 
@@ -143,8 +135,7 @@ def broken_file(report: ValidationReport) -> GatewayError:
         f"{'file' if f.line is None else f'line {f.line}'}: {f.message}" for f in report.errors[:_SHOWN_ERRORS]
     )
     more = len(report.errors) - _SHOWN_ERRORS
-    return GatewayError(
-        400,
+    return InvalidRequest(
         f"The file is not valid fine-tuning data ({len(report.errors)} error(s)): {shown}"
         + (f"; and {more} more" if more > 0 else "")
         + ". Check it whole with `tunegate finetune validate FILE`.",
@@ -171,11 +162,9 @@ def _bound_alias(session: Session, caller: Caller, name: str) -> tuple[Alias, st
     resolved = resolve(session=session, name=name, team_id=caller.team_id, team=caller.team)
     allowed = caller.allowed_aliases is None or name in caller.allowed_aliases
     if resolved is None or not allowed or resolved.pattern is not None:
-        raise GatewayError(
-            404,
+        raise ModelNotFound(
             f"The alias `{name}` in metadata.{ALIAS_KEY} does not exist or you do not have access to it.",
             param="metadata",
-            code="model_not_found",
         )
     alias = session.get(Alias, resolved.alias_id)
     assert alias is not None
@@ -231,7 +220,7 @@ class TeamFinetuning:
         )
         upstream_id = str(answer.get("id") or "")
         if not upstream_id:
-            raise GatewayError(502, f"Upstream '{endpoint.name}' answered the upload without a file id.")
+            raise UpstreamFailed(f"Upstream '{endpoint.name}' answered the upload without a file id.", code=None)
 
         def record(session: Session) -> FineTuneFile:
             return record_file(
@@ -342,7 +331,9 @@ class TeamFinetuning:
         gateway, caller = self.gateway, self.caller
         job = await read(gateway, lambda s: get_job(session=s, team_id=caller.team_id, job_id=job_id))
         if job.status in TERMINAL_STATUSES:
-            raise GatewayError(400, f"Job has already completed: {job.id} is {job.status}.", param="fine_tuning_job_id")
+            raise InvalidRequest(
+                f"Job has already completed: {job.id} is {job.status}.", param="fine_tuning_job_id", code=None
+            )
         endpoint = await gateway.upstream(job.upstream)
         answer = answer_json(
             await call_upstream(gateway, endpoint, "POST", f"/fine_tuning/jobs/{job.upstream_job_id}/cancel"),

@@ -13,8 +13,6 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
@@ -23,8 +21,8 @@ from sqlmodel import Session
 from config import ConfigError, parse_settings
 from config.names import TEAM_NAME
 from proxy.auth import admin_guard
-from proxy.errors import GatewayError
-from proxy.state import Gateway, gateway_of
+from proxy.errors import InvalidRequest
+from proxy.state import gateway_of
 from proxy.state import read as read_session
 from proxy.state import write as write_session
 from registry.aliases import (
@@ -618,7 +616,7 @@ class ApplyController(Controller):
         try:
             settings = parse_settings(data.config, data.source)
         except ConfigError as exc:
-            raise GatewayError(400, str(exc), param="config", code="invalid_config") from None
+            raise InvalidRequest(str(exc), param="config", code="invalid_config") from None
         gateway = gateway_of(request)
         actor: str = request.state.actor
 

@@ -13,14 +13,12 @@ from typing import Any, TypeVar
 
 import orjson
 from litestar import Controller, Request, Response, delete, get, put
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
-from proxy.errors import GatewayError, json_response
 from proxy.auth import admin_guard, finance_guard, reader
+from proxy.errors import json_response
 from proxy.state import gateway_of
 from proxy.state import read as read_session
 from proxy.state import write as write_session

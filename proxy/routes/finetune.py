@@ -24,7 +24,7 @@ from config import Settings
 from proxy import auth
 from proxy.auth import admin_guard
 from proxy.calls.parsing import read_json, require
-from proxy.errors import GatewayError, json_response
+from proxy.errors import GatewayError, InvalidRequest, MissingParameter, RequestTooLarge, json_response
 from proxy.finetune.service import TeamFinetuning, refresh_retirements, upstream_names
 from proxy.state import Gateway, gateway_of, read, transaction
 from registry.aliases import get_alias
@@ -136,8 +136,7 @@ def _list(data: list[dict[str, Any]], has_more: bool, *, ids: bool = False) -> R
 
 def too_large(limit: int, size: int | None) -> GatewayError:
     got = f" ({size} bytes)" if size else ""
-    return GatewayError(
-        413,
+    return RequestTooLarge(
         f"The file is larger than this gateway accepts for fine-tuning{got}: the limit is {limit} bytes "
         "(finetune.max_file_bytes).",
         param="file",
@@ -162,22 +161,16 @@ class FilesController(Controller):
             raise
         purpose = form.get("purpose")
         if not isinstance(purpose, str) or not purpose:
-            raise GatewayError(
-                400, "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
-            )
+            raise MissingParameter("Missing required parameter: 'purpose'.", param="purpose")
         if purpose not in PURPOSES:
-            raise GatewayError(
-                400,
+            raise InvalidRequest(
                 f"Invalid value for 'purpose': '{purpose}'. This gateway takes files for fine-tuning only: "
                 f"{', '.join(repr(p) for p in PURPOSES)}.",
                 param="purpose",
-                code="invalid_value",
             )
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise GatewayError(
-                400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
-            )
+            raise MissingParameter("Missing required parameter: 'file'.", param="file")
         content = await upload.read()
         if len(content) > limit:
             raise too_large(limit, len(content))
@@ -228,9 +221,7 @@ def _metadata(body: dict[str, Any]) -> dict[str, str] | None:
     if metadata is None:
         return None
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise GatewayError(
-            400, "Invalid value for 'metadata': expected an object of strings.", param="metadata", code="invalid_value"
-        )
+        raise InvalidRequest("Invalid value for 'metadata': expected an object of strings.", param="metadata")
     return metadata
 
 
@@ -246,9 +237,7 @@ class FineTuningController(Controller):
         training_id = require(body, "training_file", str, "the id of an uploaded file")
         validation_id = body.get("validation_file")
         if validation_id is not None and not isinstance(validation_id, str):
-            raise GatewayError(
-                400, "Invalid value for 'validation_file'.", param="validation_file", code="invalid_value"
-            )
+            raise InvalidRequest("Invalid value for 'validation_file'.", param="validation_file")
         job = await finetuning.create_job(
             body=body, training_id=training_id, validation_id=validation_id, metadata=_metadata(body)
         )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
-from proxy.errors import GatewayError
+from proxy.errors import GatewayError, UpstreamFailed, UpstreamTimeout, UpstreamUnreachable
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,8 @@ def model_call_headers(upstream: UpstreamEndpoint, request_id: str) -> dict[str,
 def unreachable(upstream: UpstreamEndpoint, exc: Exception) -> GatewayError:
     """A call that got no answer: 504 on a timeout, else 502."""
     if isinstance(exc, httpx.TimeoutException):
-        return GatewayError(504, f"Upstream '{upstream.name}' timed out.", code="upstream_timeout")
-    return GatewayError(
-        502, f"Upstream '{upstream.name}' is unreachable ({type(exc).__name__}).", code="upstream_unreachable"
-    )
+        return UpstreamTimeout(f"Upstream '{upstream.name}' timed out.")
+    return UpstreamUnreachable(f"Upstream '{upstream.name}' is unreachable ({type(exc).__name__}).")
 
 
 def answered_badly(upstream: UpstreamEndpoint, status: int, body: bytes) -> GatewayError:
@@ -42,4 +40,4 @@ def answered_badly(upstream: UpstreamEndpoint, status: int, body: bytes) -> Gate
     except (orjson.JSONDecodeError, AttributeError):
         message = ""
     detail = f": {message}" if message else ""
-    return GatewayError(502, f"Upstream '{upstream.name}' answered {status}{detail}", code="upstream_error")
+    return UpstreamFailed(f"Upstream '{upstream.name}' answered {status}{detail}")
