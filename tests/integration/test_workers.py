@@ -29,7 +29,8 @@ QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "å›½é™
 
 
 def worker_pids(served: Served) -> list[int]:
-    """The worker processes: the children of the parent, without multiprocessing's resource tracker."""
+    """The worker processes: the children of the parent, without multiprocessing's resource tracker and the
+    child that counts system prompts' tokens (``python -m registry.tokens``)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -39,7 +40,8 @@ def worker_pids(served: Served) -> list[int]:
             command = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == served.process.pid and b"resource_tracker" not in command:
+        helper = b"resource_tracker" in command or b"registry.tokens" in command
+        if int(stat.rsplit(")", 1)[1].split()[1]) == served.process.pid and not helper:
             found.append(int(entry))
     return sorted(found)
 
