@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 from sqlmodel import Session, col, select
 
+from registry.audit import record as audit
 from registry.costing import from_e8, money, to_e8
 from registry.counters import dialect_insert, dialect_name, key_scope, month_of, team_scope
 from registry.errors import Invalid, NotFound
-from registry.models import ApiKey, AuditEntry, BudgetAlert, RateLimit, Team, TeamBudget, TeamSpend, utcnow
+from registry.models import ApiKey, BudgetAlert, RateLimit, Team, TeamBudget, TeamSpend, utcnow
 from registry.teams import get_team
 
 State = Literal["ok", "soft", "hard"]
@@ -96,8 +97,15 @@ def set_budget(
     budget.monthly_usd, budget.soft_pct, budget.alert_webhook = monthly_usd, soft_pct, alert_webhook
     budget.updated_at = utcnow()
     session.add(budget)
-    detail = {"monthly_usd": str(monthly_usd), "soft_pct": soft_pct, "alert_webhook": alert_webhook}
-    session.add(AuditEntry(actor=actor, action="budget.set", target=team, detail=detail))
+    audit(
+        session=session,
+        actor=actor,
+        action="budget.set",
+        target=team,
+        monthly_usd=str(monthly_usd),
+        soft_pct=soft_pct,
+        alert_webhook=alert_webhook,
+    )
     session.flush()
     return budget
 
@@ -108,7 +116,7 @@ def clear_budget(*, session: Session, team: str, actor: str) -> None:
     if budget is None:
         raise NotFound(f"team '{team}' has no budget", param="team")
     session.delete(budget)
-    session.add(AuditEntry(actor=actor, action="budget.clear", target=team))
+    audit(session=session, actor=actor, action="budget.clear", target=team)
     session.flush()
 
 
@@ -148,7 +156,7 @@ def set_rate_limit(
             session.delete(limit)
     else:
         session.add(limit)
-    session.add(AuditEntry(actor=actor, action="limit.set", target=target, detail={"rpm": rpm, "tpm": tpm}))
+    audit(session=session, actor=actor, action="limit.set", target=target, rpm=rpm, tpm=tpm)
     session.flush()
     return limit
 

@@ -23,6 +23,7 @@ from proxy.serving import (
     lean_serving_process,
     uvicorn_config,
 )
+from proxy.token_counting import count_in_child
 
 DEMO_KEY = "tg-demo-key"  # demo mode only: a fixed key so the README's snippet works as printed
 DEMO_ADMIN_KEY = "tg-demo-admin"
@@ -167,6 +168,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, host: str, port
         team = _ensure_demo_key(engine, settings) if args.demo else None
     finally:
         engine.dispose()
+        count_in_child.stop()  # the file's prompts are counted: the supervisor keeps no counting child
     if args.demo:
         _print_demo(team, host, port)
     if args.config:
