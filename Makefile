@@ -20,8 +20,8 @@ run: $(STAMP)
 	$(BIN)/tunegate serve --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy registry config tests bench
-	$(BIN)/ruff format --check proxy registry config tests bench
+	$(BIN)/ruff check tunegate proxy registry config tests bench
+	$(BIN)/ruff format --check tunegate proxy registry config tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -37,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tunegate.db
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tunegate.db build

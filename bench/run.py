@@ -249,7 +249,7 @@ def set_budget(port: int) -> None:
 def usage_rows(database_url: str) -> int:
     from sqlalchemy import text
 
-    from registry.db import make_engine
+    from tunegate.registry.db import make_engine
 
     engine = make_engine(database_url)
     try:
@@ -440,8 +440,8 @@ def _stream(call: Call, scenario: Scenario) -> Call:
 def _reset_database(url: str) -> None:
     from sqlmodel import SQLModel
 
-    import registry.models  # noqa: F401  (the tables)
-    from registry.db import make_engine
+    import tunegate.registry.models  # noqa: F401  (the tables)
+    from tunegate.registry.db import make_engine
 
     engine = make_engine(url)
     with engine.begin() as connection:

@@ -1,6 +1,6 @@
 """The configuration a user edits, and the loader that reads it."""
 
-from config.settings import (
+from tunegate.config.settings import (
     DEFAULT_CONFIG,
     AliasSettings,
     ConfigError,

@@ -14,9 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from config.names import WILDCARD, alias_name_problem, team_name_problem, upstream_name_problem
-from config.prices import PriceTableError, load_prices
-from config.splits import ModelRepeated, WeightsOff, split_problem
+from tunegate.config.names import WILDCARD, alias_name_problem, team_name_problem, upstream_name_problem
+from tunegate.config.prices import PriceTableError, load_prices
+from tunegate.config.splits import ModelRepeated, WeightsOff, split_problem
 
 DEFAULT_CONFIG = Path(__file__).with_name("tunegate.yaml")
 _ENV_REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
@@ -140,7 +140,7 @@ class FinetuneSettings(_Strict):
 
 
 class TeamSettings(_Strict):
-    name: str  # config.names: checked by _check_names, which names the key
+    name: str  # tunegate.config.names: checked by _check_names, which names the key
 
 
 class Settings(_Strict):
@@ -232,7 +232,7 @@ def _check_prices(settings: Settings) -> None:
 
 
 def _check_names(settings: Settings) -> None:
-    # The registry's rules (config.names), applied here so a bad name is a configuration error naming its key,
+    # The registry's rules (tunegate.config.names), applied here so a bad name is a configuration error naming its key,
     # not a failure half-way through applying the file to the database.
     named = [(f"teams[{i}].name", team_name_problem(team.name)) for i, team in enumerate(settings.teams)]
     named += [(f"upstreams.{name}", upstream_name_problem(name)) for name in settings.upstreams]

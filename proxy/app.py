@@ -13,18 +13,18 @@ from litestar.openapi import OpenAPIConfig
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from config import Settings
-from proxy.calls.endpoint import MODEL_CALLS, model_call
-from proxy.dashboard import DashboardController
-from proxy.errors import handle_exception
-from proxy.finetune.background import FinetuneBackground
-from proxy.metrics import metrics_endpoint
-from proxy.routes.admin import ADMIN_CONTROLLERS
-from proxy.routes.finance import FinanceController, TeamUsageController
-from proxy.routes.finetune import finetune_route_handlers
-from proxy.routes.health import healthz, readyz
-from proxy.routes.openai import OpenAIController
-from proxy.state import Gateway
+from tunegate.config import Settings
+from tunegate.proxy.calls.endpoint import MODEL_CALLS, model_call
+from tunegate.proxy.dashboard import DashboardController
+from tunegate.proxy.errors import handle_exception
+from tunegate.proxy.finetune.background import FinetuneBackground
+from tunegate.proxy.metrics import metrics_endpoint
+from tunegate.proxy.routes.admin import ADMIN_CONTROLLERS
+from tunegate.proxy.routes.finance import FinanceController, TeamUsageController
+from tunegate.proxy.routes.finetune import finetune_route_handlers
+from tunegate.proxy.routes.health import healthz, readyz
+from tunegate.proxy.routes.openai import OpenAIController
+from tunegate.proxy.state import Gateway
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litestar:

@@ -17,8 +17,8 @@ from litestar.handlers.base import BaseRouteHandler
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from proxy.errors import AuthenticationFailed, PermissionDenied, invalid_api_key
-from registry.teams import Caller, find_caller
+from tunegate.proxy.errors import AuthenticationFailed, PermissionDenied, invalid_api_key
+from tunegate.registry.teams import Caller, find_caller
 
 _PREFIX = "Bearer "
 

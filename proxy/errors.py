@@ -36,8 +36,8 @@ import orjson
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from registry.errors import Conflict, RegistryError
-from registry.errors import NotFound as RegistryNotFound
+from tunegate.registry.errors import Conflict, RegistryError
+from tunegate.registry.errors import NotFound as RegistryNotFound
 
 log = logging.getLogger("tunegate")
 

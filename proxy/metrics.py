@@ -31,14 +31,14 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from config import Settings, resolve_secret
-from proxy.auth import bearer
-from proxy.errors import AuthenticationFailed, PermissionDenied
-from registry.aliases import AliasSpec
-from registry.budgets import BudgetStatus, budget_status
-from registry.finetune.retirement import days_left_by_alias
-from registry.models import Alias, AliasVersion, Team
-from registry.usage import Usage
+from tunegate.config import Settings, resolve_secret
+from tunegate.proxy.auth import bearer
+from tunegate.proxy.errors import AuthenticationFailed, PermissionDenied
+from tunegate.registry.aliases import AliasSpec
+from tunegate.registry.budgets import BudgetStatus, budget_status
+from tunegate.registry.finetune.retirement import days_left_by_alias
+from tunegate.registry.models import Alias, AliasVersion, Team
+from tunegate.registry.usage import Usage
 
 log = logging.getLogger("tunegate.metrics")
 

@@ -14,11 +14,11 @@ import os
 import sys
 from typing import Any
 
-from config import Settings, UpstreamSettings, load_settings
+from tunegate.config import Settings, UpstreamSettings, load_settings
 
 DEMO_UPSTREAM_ENV = "TUNEGATE_DEMO_UPSTREAM_URL"
 PREPARED_ENV = "TUNEGATE_WORKER_DATABASE_PREPARED"  # set by `serve --workers N` for its workers: skip migrating
-WORKER_APP = "proxy.serving:create_app_from_env"
+WORKER_APP = "tunegate.proxy.serving:create_app_from_env"
 _M_ARENA_MAX = -8  # glibc mallopt parameter
 log = logging.getLogger("tunegate")
 
@@ -40,8 +40,8 @@ class PreparingApart:
 
 
 def _prepare_in_child(settings: Settings) -> None:
-    from registry.bootstrap import prepare_database
-    from registry.db import make_engine
+    from tunegate.registry.bootstrap import prepare_database
+    from tunegate.registry.db import make_engine
 
     engine = make_engine(settings.database.url)
     try:
@@ -80,8 +80,8 @@ def lean_serving_process() -> None:
     encodings: the system prompts of an alias write are counted in a short-lived child. And at most two malloc
     arenas (glibc gives each thread that allocates one of its own, up to 8 a core, kept at their high-water mark;
     MALLOC_ARENA_MAX=2 as the environment would set it, unless it does)."""
-    from proxy.token_counting import count_in_child
-    from registry.tokens import set_prompt_counter
+    from tunegate.proxy.token_counting import count_in_child
+    from tunegate.registry.tokens import set_prompt_counter
 
     set_prompt_counter(count_in_child)
     for name in ("attr", "attrs"):
@@ -108,8 +108,8 @@ def create_app_from_env() -> Any:
     Settings come from $TUNEGATE_CONFIG and the environment, as the parent read them; the parent has migrated
     the database and applied the file already.
     """
-    from proxy.app import create_app
-    from proxy.state import Gateway
+    from tunegate.proxy.app import create_app
+    from tunegate.proxy.state import Gateway
 
     configure_logging()
     lean_serving_process()

@@ -19,23 +19,23 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from config import Settings, resolve_secret
-from proxy.auth import Keys
-from proxy.calls.budgets import Budgets
-from proxy.errors import UpstreamFailed, model_not_found
-from proxy.metrics import GatewayMetrics
-from proxy.upstream.calls import UpstreamEndpoint
-from proxy.upstream.transport import UpstreamTransport
-from registry.aliases import ResolvedAlias, resolve
-from registry.bootstrap import prepare_database
-from registry.costing import cost_records, record_cost
-from registry.db import make_engine, session_scope
-from registry.errors import Conflict
-from registry.finetune.retirement import ShutdownDates
-from registry.pricing import PriceTable
-from registry.teams import Caller
-from registry.upstreams import list_upstreams
-from registry.usage import Usage, UsageWriter
+from tunegate.config import Settings, resolve_secret
+from tunegate.proxy.auth import Keys
+from tunegate.proxy.calls.budgets import Budgets
+from tunegate.proxy.errors import UpstreamFailed, model_not_found
+from tunegate.proxy.metrics import GatewayMetrics
+from tunegate.proxy.upstream.calls import UpstreamEndpoint
+from tunegate.proxy.upstream.transport import UpstreamTransport
+from tunegate.registry.aliases import ResolvedAlias, resolve
+from tunegate.registry.bootstrap import prepare_database
+from tunegate.registry.costing import cost_records, record_cost
+from tunegate.registry.db import make_engine, session_scope
+from tunegate.registry.errors import Conflict
+from tunegate.registry.finetune.retirement import ShutdownDates
+from tunegate.registry.pricing import PriceTable
+from tunegate.registry.teams import Caller
+from tunegate.registry.upstreams import list_upstreams
+from tunegate.registry.usage import Usage, UsageWriter
 
 WORKER_THREADS = 8
 

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from registry.tokens import TokenCount, count_here, encodings_loaded
+from tunegate.registry.tokens import TokenCount, count_here, encodings_loaded
 
 log = logging.getLogger("tunegate.tokens")
 
@@ -21,8 +21,9 @@ ANSWER_SECONDS = 120.0  # a child that has not answered by then is stopped, and 
 
 
 class CountingChild:
-    """One child process at a time (``python -m registry.tokens``), started when a count is needed; callable as a
-    :data:`registry.tokens.PromptCounter`. Where the encodings are loaded here already, or the child fails, the
+    """One child process at a time (``python -m tunegate.registry.tokens``), started when a count is needed; callable as
+    a
+    :data:`tunegate.registry.tokens.PromptCounter`. Where the encodings are loaded here already, or the child fails, the
     prompts are counted here."""
 
     def __init__(self, *, idle_seconds: float = IDLE_SECONDS) -> None:
@@ -67,7 +68,7 @@ class CountingChild:
     def _running(self) -> subprocess.Popen[bytes]:
         if self._child is None or self._child.poll() is not None:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "registry.tokens"],
+                [sys.executable, "-m", "tunegate.registry.tokens"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -108,4 +109,6 @@ def _read_line(child: subprocess.Popen[bytes], timeout: float) -> bytes:
     return line
 
 
-count_in_child = CountingChild()  # the serving process's counter (proxy.serving.lean_serving_process installs it)
+count_in_child = (
+    CountingChild()
+)  # the serving process's counter (tunegate.proxy.serving.lean_serving_process installs it)

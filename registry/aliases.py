@@ -18,14 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import and_
 from sqlmodel import Session, col, select
 
-from config.names import WILDCARD, alias_name_problem
-from config.splits import ModelRepeated, SplitShare, WeightsOff, split_problem, target_and_canaries
-from registry.audit import record as audit
-from registry.errors import Conflict, Invalid, NotFound
-from registry.models import Alias, AliasVersion, Team, Upstream, utcnow
-from registry.prompt_counts import store_counts, stored_counts
-from registry.teams import check_team_name, get_team
-from registry.tokens import encoding_name, remembered_system_prompts, system_prompt_tokens
+from tunegate.config.names import WILDCARD, alias_name_problem
+from tunegate.config.splits import ModelRepeated, SplitShare, WeightsOff, split_problem, target_and_canaries
+from tunegate.registry.audit import record as audit
+from tunegate.registry.errors import Conflict, Invalid, NotFound
+from tunegate.registry.models import Alias, AliasVersion, Team, Upstream, utcnow
+from tunegate.registry.prompt_counts import store_counts, stored_counts
+from tunegate.registry.teams import check_team_name, get_team
+from tunegate.registry.tokens import encoding_name, remembered_system_prompts, system_prompt_tokens
 
 Policy = Literal["prepend", "if_absent", "replace"]
 

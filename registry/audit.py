@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from registry.models import AuditEntry
+from tunegate.registry.models import AuditEntry
 
 
 def record(*, session: Session, actor: str, action: str, target: str, **detail: Any) -> AuditEntry:

@@ -17,8 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from config import AliasSettings, Settings
-from registry.aliases import (
+from tunegate.config import AliasSettings, Settings
+from tunegate.registry.aliases import (
     AliasSpec,
     Target,
     WeightedTarget,
@@ -31,12 +31,12 @@ from registry.aliases import (
     put_alias,
     split_targets,
 )
-from registry.audit import record as audit
-from registry.db import migrate, session_scope
-from registry.models import Alias, AliasVersion, Team, Upstream
-from registry.prompt_counts import store_counts
-from registry.teams import create_team
-from registry.upstreams import delete_upstream, list_upstreams, set_upstream
+from tunegate.registry.audit import record as audit
+from tunegate.registry.db import migrate, session_scope
+from tunegate.registry.models import Alias, AliasVersion, Team, Upstream
+from tunegate.registry.prompt_counts import store_counts
+from tunegate.registry.teams import create_team
+from tunegate.registry.upstreams import delete_upstream, list_upstreams, set_upstream
 
 _PG_APPLY_LOCK = 7_262_024  # pg_advisory_xact_lock key: replicas starting together apply one after another
 

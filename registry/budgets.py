@@ -1,7 +1,7 @@
 """Budgets and rate limits as an admin sets them: a team's monthly budget and its alert, requests and tokens per
 minute for a team or a key; what the request path reads of them for one caller (:func:`caller_limits`), the
 alerts it notes, and :func:`budget_status`, the read side for reports and metrics. The counters they are checked
-against are :mod:`registry.counters`.
+against are :mod:`tunegate.registry.counters`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 from sqlmodel import Session, col, select
 
-from registry.audit import record as audit
-from registry.costing import from_e8, money, to_e8
-from registry.counters import dialect_insert, dialect_name, key_scope, month_of, team_scope
-from registry.errors import Invalid, NotFound
-from registry.models import ApiKey, BudgetAlert, RateLimit, Team, TeamBudget, TeamSpend, utcnow
-from registry.teams import get_team
+from tunegate.registry.audit import record as audit
+from tunegate.registry.costing import from_e8, money, to_e8
+from tunegate.registry.counters import dialect_insert, dialect_name, key_scope, month_of, team_scope
+from tunegate.registry.errors import Invalid, NotFound
+from tunegate.registry.models import ApiKey, BudgetAlert, RateLimit, Team, TeamBudget, TeamSpend, utcnow
+from tunegate.registry.teams import get_team
 
 State = Literal["ok", "soft", "hard"]
 

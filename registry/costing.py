@@ -10,8 +10,8 @@ import logging
 from collections.abc import Sequence
 from decimal import Decimal
 
-from registry.pricing import QUANTUM, UNPRICED, Cost, PriceTable
-from registry.usage import Usage
+from tunegate.registry.pricing import QUANTUM, UNPRICED, Cost, PriceTable
+from tunegate.registry.usage import Usage
 
 log = logging.getLogger("tunegate.costing")
 

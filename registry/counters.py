@@ -2,7 +2,7 @@
 
 They live in the database so several processes count together: month-to-date spend per team (``team_spend``,
 charged as each request ends) and requests/tokens per scope and clock minute (``rate_counter``, an atomic
-upsert-increment). Here they go through SQLAlchemy Core; :mod:`registry.fastpath.counters` runs the same
+upsert-increment). Here they go through SQLAlchemy Core; :mod:`tunegate.registry.fastpath.counters` runs the same
 statements on DBAPI connections of its own.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import Connection, bindparam, delete, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from registry.models import RateCounter, TeamSpend, utcnow
+from tunegate.registry.models import RateCounter, TeamSpend, utcnow
 
 
 def month_of(day: date) -> str:
@@ -69,7 +69,7 @@ def spent_e8(*, db: Db, team_id: int, month: str) -> int:
 
 
 class Limit(Protocol):
-    """What a window is counted against: a scope and its limits a minute (a :class:`registry.budgets.Rate`)."""
+    """What a window is counted against: a scope and its limits a minute (a :class:`tunegate.registry.budgets.Rate`)."""
 
     @property
     def scope(self) -> str: ...  # team:<id> | key:<id>

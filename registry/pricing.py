@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from config.prices import PriceEntry, load_prices
+from tunegate.config.prices import PriceEntry, load_prices
 
 _PER = Decimal(1_000_000)
 QUANTUM = Decimal("0.00000001")  # money: USD to 8 decimal places (usage_record.cost_usd), half-even

@@ -9,8 +9,14 @@ from collections.abc import Iterable
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from registry.models import SystemPromptCount, utcnow
-from registry.tokens import ENCODINGS, count_system_prompts, encoding_available, encoding_name, system_prompt_tokens
+from tunegate.registry.models import SystemPromptCount, utcnow
+from tunegate.registry.tokens import (
+    ENCODINGS,
+    count_system_prompts,
+    encoding_available,
+    encoding_name,
+    system_prompt_tokens,
+)
 
 
 def prompt_sha256(prompt: str) -> str:

@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import BigInteger, case, cast, func
 from sqlmodel import Session, col, select
 
-from registry.aliases import AliasSpec, Target
-from registry.costing import E8, from_e8, money
-from registry.errors import Invalid, NotFound
-from registry.models import Alias, AliasVersion, FineTuneJob, Team, UsageRecord, utcnow
-from registry.pricing import QUANTUM, PriceTable
-from registry.prompt_counts import prompt_tokens
+from tunegate.registry.aliases import AliasSpec, Target
+from tunegate.registry.costing import E8, from_e8, money
+from tunegate.registry.errors import Invalid, NotFound
+from tunegate.registry.models import Alias, AliasVersion, FineTuneJob, Team, UsageRecord, utcnow
+from tunegate.registry.pricing import QUANTUM, PriceTable
+from tunegate.registry.prompt_counts import prompt_tokens
 
 GROUPS = ("team", "alias", "model", "served_by", "day", "kind")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")

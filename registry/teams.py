@@ -13,10 +13,10 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from config.names import alias_name_problem, team_name_problem
-from registry.audit import record as audit
-from registry.errors import Conflict, Invalid, NotFound
-from registry.models import ApiKey, Team, utcnow
+from tunegate.config.names import alias_name_problem, team_name_problem
+from tunegate.registry.audit import record as audit
+from tunegate.registry.errors import Conflict, Invalid, NotFound
+from tunegate.registry.models import ApiKey, Team, utcnow
 
 KEY_PREFIX = "tg-"
 ROLES = ("team", "finance", "admin")

@@ -136,7 +136,8 @@ _counter: PromptCounter = count_here
 
 def set_prompt_counter(counter: PromptCounter) -> PromptCounter:
     """How this process counts system prompts from now on; returns the counter it replaces. A serving process
-    installs one that counts in a child process (``proxy.serving.lean_serving_process``): the registry starts none."""
+    installs one that counts in a child process (``tunegate.proxy.serving.lean_serving_process``): the registry starts
+    none."""
     global _counter
     previous, _counter = _counter, counter
     return previous
@@ -174,8 +175,8 @@ def encodings_loaded() -> bool:
 
 
 def _main() -> None:
-    """The child of :class:`proxy.token_counting.CountingChild`: a line ``[[prompt, encoding], ...]`` in, a line
-    ``[[tokens, exact], ...]`` out, until its input ends."""
+    """The child of :class:`tunegate.proxy.token_counting.CountingChild`: a line ``[[prompt, encoding], ...]`` in, a
+    line ``[[tokens, exact], ...]`` out, until its input ends."""
     for line in sys.stdin.buffer:
         pairs = [(str(prompt), str(encoding)) for prompt, encoding in json.loads(line)]
         sys.stdout.write(json.dumps([[count.tokens, count.exact] for count in count_here(pairs)]) + "\n")

@@ -6,12 +6,12 @@ from urllib.parse import urlsplit
 
 from sqlmodel import Session, select
 
-from config import env_ref
-from config.names import upstream_name_problem
-from registry.aliases import list_aliases
-from registry.audit import record as audit
-from registry.errors import Conflict, Invalid, NotFound
-from registry.models import Upstream, utcnow
+from tunegate.config import env_ref
+from tunegate.config.names import upstream_name_problem
+from tunegate.registry.aliases import list_aliases
+from tunegate.registry.audit import record as audit
+from tunegate.registry.errors import Conflict, Invalid, NotFound
+from tunegate.registry.models import Upstream, utcnow
 
 
 def _check(name: str, base_url: str, api_key_ref: str | None) -> str:

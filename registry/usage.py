@@ -2,7 +2,7 @@
 
 Nothing buffered is lost: a failed write is retried, and ``close()`` drains the queue before returning.
 A record on its way is a :class:`Usage`, a plain object with the columns of ``usage_record``
-(:class:`registry.models.UsageRecord`, the table reports read): the request path builds one per request
+(:class:`tunegate.registry.models.UsageRecord`, the table reports read): the request path builds one per request
 for about 0.5 µs of CPU, where an ORM instance costs about 45 µs.
 """
 
@@ -20,8 +20,8 @@ from sqlalchemy import Connection, Table, insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from registry.fastpath.usage import SqliteUsageInsert
-from registry.models import UsageRecord
+from tunegate.registry.fastpath.usage import SqliteUsageInsert
+from tunegate.registry.models import UsageRecord
 
 log = logging.getLogger("tunegate.usage")
 
@@ -54,7 +54,7 @@ class Usage:
     saved_tokens: int = 0
     ttft_ms: float | None = None
     partial: bool = False
-    cost_usd: Decimal | None = None  # None until costed (registry.costing), before the record is stored
+    cost_usd: Decimal | None = None  # None until costed (tunegate.registry.costing), before the record is stored
     priced: bool = True
 
 

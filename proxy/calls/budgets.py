@@ -34,10 +34,10 @@ from cachetools import TTLCache
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from proxy.errors import QuotaExceeded, RateLimited
-from registry.budgets import Budget, CallerLimits, caller_limits, record_alert
-from registry.costing import from_e8, money, to_e8
-from registry.counters import (
+from tunegate.proxy.errors import QuotaExceeded, RateLimited
+from tunegate.registry.budgets import Budget, CallerLimits, caller_limits, record_alert
+from tunegate.registry.costing import from_e8, money, to_e8
+from tunegate.registry.counters import (
     Window,
     charge,
     key_scope,
@@ -48,11 +48,11 @@ from registry.counters import (
     take_request,
     team_scope,
 )
-from registry.db import session_scope
-from registry.fastpath.counters import PgCounters, SqliteCounters, pg_counters, sqlite_counters
-from registry.models import Team, utcnow
-from registry.teams import Caller
-from registry.usage import Usage
+from tunegate.registry.db import session_scope
+from tunegate.registry.fastpath.counters import PgCounters, SqliteCounters, pg_counters, sqlite_counters
+from tunegate.registry.models import Team, utcnow
+from tunegate.registry.teams import Caller
+from tunegate.registry.usage import Usage
 
 log = logging.getLogger("tunegate.limits")
 

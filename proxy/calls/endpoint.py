@@ -12,13 +12,13 @@ from typing import Any
 
 from litestar import Request
 
-from proxy.auth import team_caller
-from proxy.calls.answers import Answer
-from proxy.calls.exchange import Attempt, Exchange, Outcome
-from proxy.calls.forwarding import forward
-from proxy.calls.parsing import parse_json, require
-from proxy.calls.recording import usage_record
-from proxy.state import Gateway
+from tunegate.proxy.auth import team_caller
+from tunegate.proxy.calls.answers import Answer
+from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome
+from tunegate.proxy.calls.forwarding import forward
+from tunegate.proxy.calls.parsing import parse_json, require
+from tunegate.proxy.calls.recording import usage_record
+from tunegate.proxy.state import Gateway
 
 # The model calls: the path after /v1, the endpoint their usage records name, and the fields they must have.
 MODEL_CALLS: dict[str, tuple[str, dict[str, Any]]] = {

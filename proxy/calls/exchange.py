@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.upstream.calls import UpstreamEndpoint
-from registry.aliases import ResolvedAlias, Target
-from registry.teams import Caller
+from tunegate.proxy.upstream.calls import UpstreamEndpoint
+from tunegate.registry.aliases import ResolvedAlias, Target
+from tunegate.registry.teams import Caller
 
 
 @dataclass

@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import orjson
 
-from proxy.calls.answers import Answer, JSONAnswer, SSEAnswer
-from proxy.calls.exchange import Attempt, Exchange, Outcome, Record
-from proxy.calls.relay import Events, relay
-from proxy.errors import GatewayError, UpstreamFailed
-from proxy.upstream.calls import UpstreamEndpoint, answered_badly, model_call_headers, unreachable
-from proxy.upstream.transport import UpstreamTransport
-from registry.aliases import Target
-from registry.finetune.retirement import ShutdownDates
+from tunegate.proxy.calls.answers import Answer, JSONAnswer, SSEAnswer
+from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome, Record
+from tunegate.proxy.calls.relay import Events, relay
+from tunegate.proxy.errors import GatewayError, UpstreamFailed
+from tunegate.proxy.upstream.calls import UpstreamEndpoint, answered_badly, model_call_headers, unreachable
+from tunegate.proxy.upstream.transport import UpstreamTransport
+from tunegate.registry.aliases import Target
+from tunegate.registry.finetune.retirement import ShutdownDates
 
 _SYSTEM_ROLES = ("system", "developer")
 

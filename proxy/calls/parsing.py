@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from litestar import Request
 
-from proxy.errors import InvalidRequest, MalformedBody, MissingParameter
+from tunegate.proxy.errors import InvalidRequest, MalformedBody, MissingParameter
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:

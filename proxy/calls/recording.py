@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from proxy.calls.exchange import Attempt, Exchange, Outcome
-from registry.models import utcnow
-from registry.tokens import count_messages, count_text
-from registry.usage import Usage
+from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome
+from tunegate.registry.models import utcnow
+from tunegate.registry.tokens import count_messages, count_text
+from tunegate.registry.usage import Usage
 
 
 def usage_record(exchange: Exchange, attempt: Attempt, outcome: Outcome) -> Usage:

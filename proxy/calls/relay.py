@@ -11,8 +11,8 @@ import anyio
 import httpx
 import orjson
 
-from proxy.calls.exchange import Attempt, Exchange, Outcome, Record
-from proxy.upstream.calls import answered_badly, unreachable
+from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome, Record
+from tunegate.proxy.upstream.calls import answered_badly, unreachable
 
 
 class Events:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from proxy.cli import admin, finetune, serve, usage
+from tunegate.proxy.cli import admin, finetune, serve, usage
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 COMMANDS: list[Register] = [serve.register, admin.register, usage.register, finetune.register]

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from proxy.cli.client import AdminClient, Handler, UsageError, common_options, runner
-from proxy.cli.output import lineage_text, short, table, when
+from tunegate.proxy.cli.client import AdminClient, Handler, UsageError, common_options, runner
+from tunegate.proxy.cli.output import lineage_text, short, table, when
 
 # -- output ------------------------------------------------------------------------------------------------
 

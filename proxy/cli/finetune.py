@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from proxy.cli.client import AdminClient, UsageError, common_options, runner
-from proxy.cli.output import file_line, lineage_text, table, when
+from tunegate.proxy.cli.client import AdminClient, UsageError, common_options, runner
+from tunegate.proxy.cli.output import file_line, lineage_text, table, when
 
 DEFAULT_MODEL = "gpt-3.5-turbo-0613"
 
@@ -76,10 +76,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from config.prices import PriceTableError
-    from registry.finetune.files import training_price
-    from registry.finetune.validation import validate_path
-    from registry.pricing import PriceTable
+    from tunegate.config.prices import PriceTableError
+    from tunegate.registry.finetune.files import training_price
+    from tunegate.registry.finetune.validation import validate_path
+    from tunegate.registry.pricing import PriceTable
 
     try:
         prices = PriceTable.load(args.prices)

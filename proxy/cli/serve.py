@@ -12,8 +12,8 @@ import tempfile
 import threading
 from typing import Any
 
-from config import ConfigError, Settings, load_settings
-from proxy.serving import (
+from tunegate.config import ConfigError, Settings, load_settings
+from tunegate.proxy.serving import (
     DEMO_UPSTREAM_ENV,
     PREPARED_ENV,
     WORKER_APP,
@@ -23,7 +23,7 @@ from proxy.serving import (
     lean_serving_process,
     uvicorn_config,
 )
-from proxy.token_counting import count_in_child
+from tunegate.proxy.token_counting import count_in_child
 
 DEMO_KEY = "tg-demo-key"  # demo mode only: a fixed key so the README's snippet works as printed
 DEMO_ADMIN_KEY = "tg-demo-admin"
@@ -76,7 +76,7 @@ def _free_port() -> int:
 
 
 def _start_demo_upstream() -> str:
-    from proxy.fake_upstream import FakeUpstream, server
+    from tunegate.proxy.fake_upstream import FakeUpstream, server
 
     port = _free_port()
     fake = server(FakeUpstream(), host="127.0.0.1", port=port)
@@ -98,9 +98,9 @@ def _demo_settings(settings: Settings) -> Settings:
 def _ensure_demo_key(engine: Any, settings: Settings) -> str | None:
     from sqlmodel import select
 
-    from registry.db import session_scope
-    from registry.models import ApiKey
-    from registry.teams import create_key, ensure_team, hash_key
+    from tunegate.registry.db import session_scope
+    from tunegate.registry.models import ApiKey
+    from tunegate.registry.teams import create_key, ensure_team, hash_key
 
     if not settings.teams:
         return None
@@ -127,8 +127,8 @@ def run_serve(args: argparse.Namespace) -> int:
     preparing = PreparingApart(settings)  # migrates and applies the file while this process imports
     import uvicorn
 
-    from proxy.app import create_app
-    from proxy.state import Gateway
+    from tunegate.proxy.app import create_app
+    from tunegate.proxy.state import Gateway
 
     failed = preparing.wait()
     if failed:
@@ -159,8 +159,8 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, host: str, port
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from registry.bootstrap import prepare_database
-    from registry.db import make_engine
+    from tunegate.registry.bootstrap import prepare_database
+    from tunegate.registry.db import make_engine
 
     engine = make_engine(settings.database.url)
     try:
@@ -201,14 +201,14 @@ def _exit_cleanly_after_graceful_shutdown() -> None:
 
 
 def run_fake_upstream(args: argparse.Namespace) -> int:
-    from proxy.fake_upstream import serve
+    from tunegate.proxy.fake_upstream import serve
 
     serve(host=args.host, port=args.port, api_key=args.api_key)
     return 0
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
-    from registry.db import make_engine, migrate
+    from tunegate.registry.db import make_engine, migrate
 
     settings = load_or_exit(args.config)
     engine = make_engine(settings.database.url)

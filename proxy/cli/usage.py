@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from proxy.cli.client import AdminClient, CommandError, UsageError, common_options, runner
-from proxy.cli.output import table
+from tunegate.proxy.cli.client import AdminClient, CommandError, UsageError, common_options, runner
+from tunegate.proxy.cli.output import table
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,7 +12,7 @@ from importlib import resources
 
 from litestar import Controller, Response, get
 
-from proxy.errors import GatewayError
+from tunegate.proxy.errors import GatewayError
 
 _ASSETS = {
     "dashboard.js": "text/javascript",

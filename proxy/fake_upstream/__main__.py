@@ -1,10 +1,11 @@
-"""``python -m proxy.fake_upstream``: the fake OpenAI API on its own (``tunegate fake-upstream`` does the same)."""
+"""``python -m tunegate.proxy.fake_upstream``: the fake OpenAI API on its own (``tunegate fake-upstream`` does the
+same)."""
 
 from __future__ import annotations
 
 import argparse
 
-from proxy.fake_upstream.server import serve
+from tunegate.proxy.fake_upstream.server import serve
 
 parser = argparse.ArgumentParser(description="Fake OpenAI upstream")
 parser.add_argument("--host", default="127.0.0.1")

@@ -27,14 +27,14 @@ import anyio.to_thread
 import httpx
 from sqlmodel import Session
 
-from config import resolve_secret
-from proxy.state import Gateway
-from proxy.upstream.calls import UpstreamEndpoint, auth_headers
-from registry.db import session_scope
-from registry.finetune.jobs import Outcome, apply_upstream_job, claim_job, open_job_ids, release_job
-from registry.finetune.retirement import load_shutdown_dates, parse_shutdown, record_shutdown_dates
-from registry.models import FineTuneJob
-from registry.upstreams import list_upstreams
+from tunegate.config import resolve_secret
+from tunegate.proxy.state import Gateway
+from tunegate.proxy.upstream.calls import UpstreamEndpoint, auth_headers
+from tunegate.registry.db import session_scope
+from tunegate.registry.finetune.jobs import Outcome, apply_upstream_job, claim_job, open_job_ids, release_job
+from tunegate.registry.finetune.retirement import load_shutdown_dates, parse_shutdown, record_shutdown_dates
+from tunegate.registry.models import FineTuneJob
+from tunegate.registry.upstreams import list_upstreams
 
 log = logging.getLogger("tunegate.finetune")
 

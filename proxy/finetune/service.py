@@ -15,21 +15,21 @@ import anyio.to_thread
 import httpx
 from sqlmodel import Session
 
-from proxy.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamFailed
-from proxy.finetune.background import FinetunePoller
-from proxy.state import Gateway, read, transaction
-from proxy.upstream.calls import UpstreamEndpoint, auth_headers, unreachable
-from registry.aliases import resolve
-from registry.errors import Invalid, NotFound
-from registry.finetune.events import add_event
-from registry.finetune.files import delete_file, get_file, record_file, training_price, usable_training_file
-from registry.finetune.jobs import TERMINAL_STATUSES, Outcome, apply_upstream_job, create_job, get_job
-from registry.finetune.promotion import ALIAS_KEY, canary_weight
-from registry.finetune.retirement import today
-from registry.finetune.validation import ValidationReport, validate_jsonl
-from registry.models import Alias, FineTuneFile, FineTuneJob
-from registry.teams import Caller
-from registry.upstreams import list_upstreams
+from tunegate.proxy.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamFailed
+from tunegate.proxy.finetune.background import FinetunePoller
+from tunegate.proxy.state import Gateway, read, transaction
+from tunegate.proxy.upstream.calls import UpstreamEndpoint, auth_headers, unreachable
+from tunegate.registry.aliases import resolve
+from tunegate.registry.errors import Invalid, NotFound
+from tunegate.registry.finetune.events import add_event
+from tunegate.registry.finetune.files import delete_file, get_file, record_file, training_price, usable_training_file
+from tunegate.registry.finetune.jobs import TERMINAL_STATUSES, Outcome, apply_upstream_job, create_job, get_job
+from tunegate.registry.finetune.promotion import ALIAS_KEY, canary_weight
+from tunegate.registry.finetune.retirement import today
+from tunegate.registry.finetune.validation import ValidationReport, validate_jsonl
+from tunegate.registry.models import Alias, FineTuneFile, FineTuneJob
+from tunegate.registry.teams import Caller
+from tunegate.registry.upstreams import list_upstreams
 
 UPLOAD_MODEL = "gpt-3.5-turbo-0613"  # an upload names no model: its tokens are counted for this one
 _SHOWN_ERRORS = 5

@@ -18,14 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from config import ConfigError, parse_settings
-from config.names import TEAM_NAME
-from proxy.auth import admin_guard
-from proxy.errors import InvalidRequest
-from proxy.state import gateway_of
-from proxy.state import read as read_session
-from proxy.state import write as write_session
-from registry.aliases import (
+from tunegate.config import ConfigError, parse_settings
+from tunegate.config.names import TEAM_NAME
+from tunegate.proxy.auth import admin_guard
+from tunegate.proxy.errors import InvalidRequest
+from tunegate.proxy.state import gateway_of
+from tunegate.proxy.state import read as read_session
+from tunegate.proxy.state import write as write_session
+from tunegate.registry.aliases import (
     AliasChange,
     AliasRow,
     AliasSpec,
@@ -41,13 +41,13 @@ from registry.aliases import (
     versions_of,
     write_alias,
 )
-from registry.aliases import delete_alias as delete_alias_record
-from registry.audit import list_audit
-from registry.bootstrap import apply_settings
-from registry.errors import Conflict
-from registry.finetune.lineage import alias_lineage
-from registry.models import AliasVersion, ApiKey, AuditEntry, Team, Upstream
-from registry.teams import (
+from tunegate.registry.aliases import delete_alias as delete_alias_record
+from tunegate.registry.audit import list_audit
+from tunegate.registry.bootstrap import apply_settings
+from tunegate.registry.errors import Conflict
+from tunegate.registry.finetune.lineage import alias_lineage
+from tunegate.registry.models import AliasVersion, ApiKey, AuditEntry, Team, Upstream
+from tunegate.registry.teams import (
     UNSET,
     create_key,
     create_team,
@@ -60,7 +60,7 @@ from registry.teams import (
     set_team_disabled,
     update_key,
 )
-from registry.upstreams import delete_upstream, get_upstream, list_upstreams, set_upstream, upstream_users
+from tunegate.registry.upstreams import delete_upstream, get_upstream, list_upstreams, set_upstream, upstream_users
 
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]

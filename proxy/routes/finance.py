@@ -17,14 +17,14 @@ from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
-from proxy.auth import admin_guard, finance_guard, reader
-from proxy.errors import json_response
-from proxy.state import gateway_of
-from proxy.state import read as read_session
-from proxy.state import write as write_session
-from registry.budgets import budget_status, clear_budget, list_rate_limits, set_budget, set_rate_limit
-from registry.errors import Invalid
-from registry.reports import parse_day, parse_group_by, parse_range, savings, usage_report
+from tunegate.proxy.auth import admin_guard, finance_guard, reader
+from tunegate.proxy.errors import json_response
+from tunegate.proxy.state import gateway_of
+from tunegate.proxy.state import read as read_session
+from tunegate.proxy.state import write as write_session
+from tunegate.registry.budgets import budget_status, clear_budget, list_rate_limits, set_budget, set_rate_limit
+from tunegate.registry.errors import Invalid
+from tunegate.registry.reports import parse_day, parse_group_by, parse_range, savings, usage_report
 
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]

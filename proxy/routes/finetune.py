@@ -20,23 +20,23 @@ from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
-from config import Settings
-from proxy import auth
-from proxy.auth import admin_guard
-from proxy.calls.parsing import read_json, require
-from proxy.errors import GatewayError, InvalidRequest, MissingParameter, RequestTooLarge, json_response
-from proxy.finetune.service import TeamFinetuning, refresh_retirements, upstream_names
-from proxy.state import Gateway, gateway_of, read, transaction
-from registry.aliases import get_alias
-from registry.errors import Invalid
-from registry.finetune.events import job_events
-from registry.finetune.files import PURPOSES, get_file, list_files
-from registry.finetune.jobs import get_job, list_jobs
-from registry.finetune.lineage import alias_lineage, job_summary, list_external_models, register_external_model
-from registry.finetune.promotion import promote
-from registry.finetune.retirement import retirements, today
-from registry.models import Alias, ExternalModel, FineTuneFile, FineTuneJob, FineTuneJobEvent
-from registry.teams import Caller, get_team
+from tunegate.config import Settings
+from tunegate.proxy import auth
+from tunegate.proxy.auth import admin_guard
+from tunegate.proxy.calls.parsing import read_json, require
+from tunegate.proxy.errors import GatewayError, InvalidRequest, MissingParameter, RequestTooLarge, json_response
+from tunegate.proxy.finetune.service import TeamFinetuning, refresh_retirements, upstream_names
+from tunegate.proxy.state import Gateway, gateway_of, read, transaction
+from tunegate.registry.aliases import get_alias
+from tunegate.registry.errors import Invalid
+from tunegate.registry.finetune.events import job_events
+from tunegate.registry.finetune.files import PURPOSES, get_file, list_files
+from tunegate.registry.finetune.jobs import get_job, list_jobs
+from tunegate.registry.finetune.lineage import alias_lineage, job_summary, list_external_models, register_external_model
+from tunegate.registry.finetune.promotion import promote
+from tunegate.registry.finetune.retirement import retirements, today
+from tunegate.registry.models import Alias, ExternalModel, FineTuneFile, FineTuneJob, FineTuneJobEvent
+from tunegate.registry.teams import Caller, get_team
 
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]

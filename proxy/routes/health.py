@@ -6,9 +6,9 @@ from typing import Any
 
 from litestar import Request, get
 
-from proxy.errors import Unavailable
-from proxy.state import gateway_of
-from registry.db import ping
+from tunegate.proxy.errors import Unavailable
+from tunegate.proxy.state import gateway_of
+from tunegate.registry.db import ping
 
 
 @get("/healthz", tags=["health"])

@@ -1,5 +1,5 @@
 """The OpenAI-compatible surface: chat completions, completions, embeddings (declared here, run by
-proxy.calls.endpoint) and the models a team may call."""
+tunegate.proxy.calls.endpoint) and the models a team may call."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from litestar import Controller, Request, Response, get, post
 from litestar.types import ASGIApp
 from sqlmodel import Session
 
-from proxy.auth import reader
-from proxy.calls.endpoint import model_call
-from proxy.errors import json_response, model_not_found
-from proxy.state import gateway_of
-from registry.aliases import visible_aliases
+from tunegate.proxy.auth import reader
+from tunegate.proxy.calls.endpoint import model_call
+from tunegate.proxy.errors import json_response, model_not_found
+from tunegate.proxy.state import gateway_of
+from tunegate.registry.aliases import visible_aliases
 
 
 class OpenAIController(Controller):
     path = "/v1"
     tags = ["openai"]  # noqa: RUF012
 
-    # Served by proxy.app.ModelCalls ahead of litestar's router; declared here for the OpenAPI schema and for
+    # Served by tunegate.proxy.app.ModelCalls ahead of litestar's router; declared here for the OpenAPI schema and for
     # the paths it leaves to litestar (a trailing slash).
     @post("/chat/completions", status_code=200)
     async def chat_completions(self, request: Request[Any, Any, Any]) -> ASGIApp:

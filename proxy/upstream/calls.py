@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
-from proxy.errors import GatewayError, UpstreamFailed, UpstreamTimeout, UpstreamUnreachable
+from tunegate.proxy.errors import GatewayError, UpstreamFailed, UpstreamTimeout, UpstreamUnreachable
 
 
 @dataclass(frozen=True)

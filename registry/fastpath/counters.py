@@ -1,6 +1,6 @@
-"""The budget read and the charge (:func:`registry.counters.spent_e8`, :func:`registry.counters.charge`) on
-DBAPI connections of their own, kept open: the same statements, prepared once, without SQLAlchemy's per-call
-layers or a pool checkout, for the event loop and the charger."""
+"""The budget read and the charge (:func:`tunegate.registry.counters.spent_e8`,
+:func:`tunegate.registry.counters.charge`) on DBAPI connections of their own, kept open: the same statements, prepared
+once, without SQLAlchemy's per-call layers or a pool checkout, for the event loop and the charger."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import Dialect, Engine
 
-from registry.counters import SPENT, spend_params, tokens_params, upserts
-from registry.db import sqlite_write_lock
-from registry.fastpath.prepared import Prepared
+from tunegate.registry.counters import SPENT, spend_params, tokens_params, upserts
+from tunegate.registry.db import sqlite_write_lock
+from tunegate.registry.fastpath.prepared import Prepared
 
 T = TypeVar("T")
 
 
 class _Counters:
-    """:func:`~registry.counters.spent_e8` and :func:`~registry.counters.charge` as statements prepared once for
-    a DBAPI connection of the caller's."""
+    """:func:`~tunegate.registry.counters.spent_e8` and :func:`~tunegate.registry.counters.charge` as statements
+    prepared once for a DBAPI connection of the caller's."""
 
     def __init__(self, dialect: Dialect) -> None:
         statements = upserts(dialect.name)
@@ -44,8 +44,8 @@ class _Counters:
 
 
 class SqliteCounters(_Counters):
-    """SQLite only: :func:`~registry.counters.spent_e8` and :func:`~registry.counters.charge` on a DBAPI
-    connection of their own (an instance per thread that uses one), with the same statements and bind processing,
+    """SQLite only: :func:`~tunegate.registry.counters.spent_e8` and :func:`~tunegate.registry.counters.charge` on a
+    DBAPI connection of their own (an instance per thread that uses one), with the same statements and bind processing,
     without SQLAlchemy's per-call layers: a read ~3 µs instead of ~35, a charge ~20 µs a transaction instead of
     ~85. A read, outside any transaction, sees every commit made before it and never waits (WAL readers do not
     wait for writers)."""
@@ -75,8 +75,8 @@ class SqliteCounters(_Counters):
     def charge(
         self, spend: Mapping[tuple[int, str], int], tokens: Mapping[tuple[str, int], int]
     ) -> dict[tuple[int, str], int] | None:
-        """:func:`~registry.counters.charge`, in one transaction of its own. Made with ``wait=False``: None, and
-        nothing written, when another connection holds the write lock (``busy_elsewhere`` tells whether another
+        """:func:`~tunegate.registry.counters.charge`, in one transaction of its own. Made with ``wait=False``: None,
+        and nothing written, when another connection holds the write lock (``busy_elsewhere`` tells whether another
         process did)."""
         connection: Any = self._raw.driver_connection
         self.busy_elsewhere = False
@@ -112,9 +112,9 @@ def sqlite_counters(engine: Engine, *, wait: bool = True) -> SqliteCounters | No
 
 
 class PgCounters(_Counters):
-    """PostgreSQL only: :func:`~registry.counters.spent_e8` and :func:`~registry.counters.charge` on a connection
-    of their own, kept open, for one thread at a time. A pooled connection costs a round trip to check it out (the
-    pool's ping) and a charge two more (``SET LOCAL synchronous_commit``, the commit); here ``synchronous_commit``
+    """PostgreSQL only: :func:`~tunegate.registry.counters.spent_e8` and :func:`~tunegate.registry.counters.charge` on a
+    connection of their own, kept open, for one thread at a time. A pooled connection costs a round trip to check it out
+    (the pool's ping) and a charge two more (``SET LOCAL synchronous_commit``, the commit); here ``synchronous_commit``
     is off for the session (as the Core path sets it per transaction), and a charge of one team, the common case,
     is one statement in autocommit: one round trip. A connection that breaks (a restarted server) is replaced, and
     the call made once more on the new one."""

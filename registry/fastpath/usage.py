@@ -1,5 +1,5 @@
-"""The usage writer's insert on SQLite (:func:`registry.usage.insert_usage` without SQLAlchemy's per-call layers):
-a batch of records as ``usage_record`` rows, on a DBAPI connection of its own."""
+"""The usage writer's insert on SQLite (:func:`tunegate.registry.usage.insert_usage` without SQLAlchemy's per-call
+layers): a batch of records as ``usage_record`` rows, on a DBAPI connection of its own."""
 
 from __future__ import annotations
 
@@ -11,21 +11,22 @@ from typing import Any
 from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.engine import Engine
 
-from registry.db import sqlite_write_lock
-from registry.fastpath.prepared import Prepared
-from registry.models import UsageRecord
+from tunegate.registry.db import sqlite_write_lock
+from tunegate.registry.fastpath.prepared import Prepared
+from tunegate.registry.models import UsageRecord
 
 _TABLE: Table = UsageRecord.__table__  # type: ignore[attr-defined]
-# A record has an attribute for each column of its row but the id (registry.usage.Usage; tests/unit/test_costing.py
-# holds the two equal). Named here, not imported: registry.usage's writer imports this module.
+# A record has an attribute for each column of its row but the id (tunegate.registry.usage.Usage;
+# tests/unit/test_costing.py holds the two equal). Named here, not imported: tunegate.registry.usage's writer imports
+# this module.
 _COLUMNS = tuple(column.name for column in _TABLE.columns if not column.primary_key)
 
 
 class SqliteUsageInsert:
-    """SQLite only: :func:`~registry.usage.insert_usage` on a DBAPI connection of its own, with the bind processing
-    SQLAlchemy would do (:class:`~registry.fastpath.prepared.Prepared`), applied only to the columns that need it
-    (dates, times, decimals, booleans), and the batch in a few multi-row INSERTs: a step of SQLite each, run
-    without the GIL. (``executemany`` gives the GIL up and takes it back for every row, and the event loop pays a
+    """SQLite only: :func:`~tunegate.registry.usage.insert_usage` on a DBAPI connection of its own, with the bind
+    processing SQLAlchemy would do (:class:`~tunegate.registry.fastpath.prepared.Prepared`), applied only to the columns
+    that need it (dates, times, decimals, booleans), and the batch in a few multi-row INSERTs: a step of SQLite each,
+    run without the GIL. (``executemany`` gives the GIL up and takes it back for every row, and the event loop pays a
     thread hand-over each time: measured, +1.2 ms at p99.)"""
 
     MAX_ROWS = 256  # a statement's rows: a power of two, within SQLite's 32,766 parameters
@@ -44,7 +45,7 @@ class SqliteUsageInsert:
         self._lock = sqlite_write_lock(engine)
 
     def __call__(self, records: Sequence[object]) -> None:
-        """Insert ``records`` (:class:`registry.usage.Usage`) and commit, or roll back and raise."""
+        """Insert ``records`` (:class:`tunegate.registry.usage.Usage`) and commit, or roll back and raise."""
         statements = []
         start = 0
         while start < len(records):  # converted before the write lock is taken

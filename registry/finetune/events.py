@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from registry.models import FineTuneJobEvent
+from tunegate.registry.models import FineTuneJobEvent
 
 _MAX_EVENT = 2048
 

@@ -14,10 +14,10 @@ from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
-from registry.errors import Invalid, NotFound
-from registry.finetune.validation import ValidationReport
-from registry.models import FineTuneFile, FineTuneJob, utcnow
-from registry.pricing import PriceTable
+from tunegate.registry.errors import Invalid, NotFound
+from tunegate.registry.finetune.validation import ValidationReport
+from tunegate.registry.models import FineTuneFile, FineTuneJob, utcnow
+from tunegate.registry.pricing import PriceTable
 
 PURPOSES = ("fine-tune",)  # what POST /v1/files accepts: the gateway serves no batch or assistants API
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")

@@ -15,15 +15,15 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from registry.costing import to_e8
-from registry.counters import charge, month_of
-from registry.errors import Invalid, NotFound
-from registry.finetune.events import add_event
-from registry.finetune.files import exposed_id
-from registry.finetune.promotion import canary_weight, promote_finished
-from registry.models import Alias, FineTuneFile, FineTuneJob, utcnow
-from registry.pricing import PriceTable
-from registry.usage import Usage, insert_usage
+from tunegate.registry.costing import to_e8
+from tunegate.registry.counters import charge, month_of
+from tunegate.registry.errors import Invalid, NotFound
+from tunegate.registry.finetune.events import add_event
+from tunegate.registry.finetune.files import exposed_id
+from tunegate.registry.finetune.promotion import canary_weight, promote_finished
+from tunegate.registry.models import Alias, FineTuneFile, FineTuneJob, utcnow
+from tunegate.registry.pricing import PriceTable
+from tunegate.registry.usage import Usage, insert_usage
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 

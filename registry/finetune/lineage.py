@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from registry.aliases import AliasSpec, Target, current_version
-from registry.errors import Conflict, NotFound
-from registry.models import Alias, ExternalModel, FineTuneFile, FineTuneJob, Team
+from tunegate.registry.aliases import AliasSpec, Target, current_version
+from tunegate.registry.errors import Conflict, NotFound
+from tunegate.registry.models import Alias, ExternalModel, FineTuneFile, FineTuneJob, Team
 
 
 def register_external_model(

@@ -1,8 +1,8 @@
 """Promotion: a succeeded job's model becomes its alias's target (or a canary of it), with the base model and the
 prompt that stood in for tuning kept as the fallback; by the poller when a bound job finishes, or by hand.
 
-Every promotion is a new alias version (``registry.aliases.set_alias``, its audit entry included) and an event of
-the job, in the caller's transaction.
+Every promotion is a new alias version (``tunegate.registry.aliases.set_alias``, its audit entry included) and an event
+of the job, in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from registry.aliases import AliasSpec, Target, WeightedTarget, current_version, set_alias
-from registry.errors import Conflict, Invalid, NotFound
-from registry.finetune.events import add_event
-from registry.models import Alias, FineTuneFile, FineTuneJob, utcnow
+from tunegate.registry.aliases import AliasSpec, Target, WeightedTarget, current_version, set_alias
+from tunegate.registry.errors import Conflict, Invalid, NotFound
+from tunegate.registry.finetune.events import add_event
+from tunegate.registry.models import Alias, FineTuneFile, FineTuneJob, utcnow
 
 ALIAS_KEY = "tunegate_alias"  # metadata key naming the alias a job is for
 CANARY_KEY = "tunegate_canary"  # metadata key: promote as a canary at this percent first

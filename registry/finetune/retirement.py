@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import and_, delete
 from sqlmodel import Session, col, select
 
-from registry.aliases import AliasSpec, Target
-from registry.models import Alias, AliasVersion, Team, UpstreamModel, utcnow
+from tunegate.registry.aliases import AliasSpec, Target
+from tunegate.registry.models import Alias, AliasVersion, Team, UpstreamModel, utcnow
 
 
 def today() -> date:

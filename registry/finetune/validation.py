@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from registry.tokens import base_model, count_messages, count_text
+from tunegate.registry.tokens import base_model, count_messages, count_text
 
 ALLOWED_TOP_KEYS = ("messages", "tools", "functions", "parallel_tool_calls")
 ALLOWED_MESSAGE_KEYS = (

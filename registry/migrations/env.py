@@ -1,8 +1,8 @@
-"""Alembic environment: always run with a connection handed in by ``registry.db.migrate``."""
+"""Alembic environment: always run with a connection handed in by ``tunegate.registry.db.migrate``."""
 
 from alembic import context
 
-from registry.models import metadata
+from tunegate.registry.models import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)

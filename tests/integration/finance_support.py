@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 from openai.types.chat import ChatCompletionMessageParam
 
-from registry.tokens import system_prompt_tokens
 from tests.utils.gateways import ADMIN_KEY, GatewayHandle, serve_gateway
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.waiting import eventually
+from tunegate.registry.tokens import system_prompt_tokens
 
 PRICES_YAML = """\
 prices:

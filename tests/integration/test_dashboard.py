@@ -23,13 +23,13 @@ import openai
 import pytest
 from sqlmodel import Session, select
 
-from registry.models import Team
-from registry.tokens import system_prompt_tokens
-from registry.usage import Usage
 from tests.utils.chromium import CDPError, Page, chromium, find_chromium
 from tests.utils.gateways import ADMIN_KEY, PUDONG_PROMPT, GatewayHandle, running_gateway
 from tests.utils.upstreams import FakeUpstreamHandle
 from tests.utils.waiting import eventually
+from tunegate.registry.models import Team
+from tunegate.registry.tokens import system_prompt_tokens
+from tunegate.registry.usage import Usage
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(

@@ -21,9 +21,9 @@ from openai.types.chat import (
     ChatCompletionUserMessageParam,
 )
 
-from proxy.fake_upstream import FakeUpstream, count_tokens, server
 from tests.utils.openai_schema import validate
 from tests.utils.waiting import eventually
+from tunegate.proxy.fake_upstream import FakeUpstream, count_tokens, server
 
 KEY = "sk-test-fake-upstream"
 # 3 + 1 + 4 ("You", "are", "terse", ".") = 8

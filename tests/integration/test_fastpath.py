@@ -1,6 +1,7 @@
-"""The fast path (registry.fastpath) writes and reads exactly what SQLAlchemy's path does, on each database of the
-run: usage records stored by the usage writer and its SQLite insert against ``registry.usage.insert_usage``, and
-charges made by ``registry.fastpath.counters`` against ``registry.counters.charge``, read back column by column."""
+"""The fast path (tunegate.registry.fastpath) writes and reads exactly what SQLAlchemy's path does, on each database of
+the run: usage records stored by the usage writer and its SQLite insert against
+``tunegate.registry.usage.insert_usage``, and charges made by ``tunegate.registry.fastpath.counters`` against
+``tunegate.registry.counters.charge``, read back column by column."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import pytest
 from sqlalchemy import Table, select, text
 from sqlalchemy.engine import Engine
 
-from registry.counters import charge, spent_e8, team_scope
-from registry.db import make_engine, migrate, session_scope
-from registry.fastpath.counters import PgCounters, SqliteCounters, pg_counters, sqlite_counters
-from registry.fastpath.usage import SqliteUsageInsert
-from registry.models import RateCounter, TeamSpend, UsageRecord, utcnow
-from registry.teams import create_key, create_team
-from registry.usage import Usage, UsageWriter, insert_usage
+from tunegate.registry.counters import charge, spent_e8, team_scope
+from tunegate.registry.db import make_engine, migrate, session_scope
+from tunegate.registry.fastpath.counters import PgCounters, SqliteCounters, pg_counters, sqlite_counters
+from tunegate.registry.fastpath.usage import SqliteUsageInsert
+from tunegate.registry.models import RateCounter, TeamSpend, UsageRecord, utcnow
+from tunegate.registry.teams import create_key, create_team
+from tunegate.registry.usage import Usage, UsageWriter, insert_usage
 
 USAGE: Table = UsageRecord.__table__  # type: ignore[attr-defined]
 SHANGHAI = timezone(timedelta(hours=8))
@@ -158,7 +159,8 @@ def assert_the_rows_users_see(rows: list[dict[str, Any]], key_id: int) -> None:
 
 
 def test_the_usage_writer_stores_what_insert_usage_stores(engine: Engine) -> None:
-    """The usage writer's path: on SQLite its own insert (registry.fastpath.usage), on PostgreSQL SQLAlchemy's."""
+    """The usage writer's path: on SQLite its own insert (tunegate.registry.fastpath.usage), on PostgreSQL
+    SQLAlchemy's."""
     team_id, key_id = new_team(engine, "written-by-the-writer")
     with engine.begin() as connection:
         insert_usage(connection, records("core-w", team_id, key_id))

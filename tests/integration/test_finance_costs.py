@@ -14,8 +14,6 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session, select
 
-from registry.models import Team, UsageRecord
-from registry.usage import Usage
 from tests.integration.finance_support import (
     ANSWER_TOKENS,
     BRIEF_INJECTED,
@@ -29,6 +27,8 @@ from tests.integration.finance_support import (
 from tests.utils.tokens import NEEDS_ENCODINGS, TIKTOKEN_EXACT
 from tests.utils.upstreams import FakeUpstreamHandle
 from tests.utils.waiting import eventually
+from tunegate.registry.models import Team, UsageRecord
+from tunegate.registry.usage import Usage
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,6 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from registry.counters import charge, spent_e8
-from registry.db import make_engine, migrate, session_scope
-from registry.fastpath.counters import SqliteCounters
-from registry.fastpath.usage import SqliteUsageInsert
-from registry.models import RateCounter, TeamSpend, UsageRecord, utcnow
-from registry.teams import create_team
-from registry.usage import Usage, insert_usage
 from tests.integration.finance_support import FT_PUDONG, QUESTION, FinanceGateway, finance_gateway
 from tests.utils.gateways import ADMIN_KEY
 from tests.utils.openai_schema import validate
@@ -32,6 +25,13 @@ from tests.utils.processes import serve_tunegate
 from tests.utils.servers import ServerThread, free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.waiting import eventually
+from tunegate.registry.counters import charge, spent_e8
+from tunegate.registry.db import make_engine, migrate, session_scope
+from tunegate.registry.fastpath.counters import SqliteCounters
+from tunegate.registry.fastpath.usage import SqliteUsageInsert
+from tunegate.registry.models import RateCounter, TeamSpend, UsageRecord, utcnow
+from tunegate.registry.teams import create_team
+from tunegate.registry.usage import Usage, insert_usage
 
 REQUEST_USD = 0.078  # a pudong-support request served by its fine-tune: 12 * $3000/M + 7 * $6000/M
 
@@ -207,7 +207,7 @@ def test_a_stream_that_overshoots_is_charged_in_full(cluster: Cluster) -> None:
 @pytest.mark.slow
 def test_charges_go_on_when_postgresql_drops_the_gateways_connections(cluster: Cluster) -> None:
     """On PostgreSQL the budget read and the charge use connections of their own, kept open
-    (registry.budgets.PgCounters): when the server drops them (a restart, a failover), the next request opens
+    (tunegate.registry.budgets.PgCounters): when the server drops them (a restart, a failover), the next request opens
     new ones and is answered and charged like any other."""
     fin = cluster.fin
     if fin.engine.dialect.name != "postgresql":
@@ -243,9 +243,9 @@ def test_an_answer_waits_for_its_charge_at_most_the_settle_timeout(
     """A team with a budget is answered once its charge is committed; when the database holds the charge back
     (another transaction has the team's spend row locked), the answer goes out after SETTLE_TIMEOUT anyway, and
     the charge is committed when the lock is gone: nothing is lost."""
-    import proxy.calls.budgets
+    import tunegate.proxy.calls.budgets
 
-    monkeypatch.setattr(proxy.calls.budgets, "SETTLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(tunegate.proxy.calls.budgets, "SETTLE_TIMEOUT", 0.5)
     fin = cluster.fin
     team, key, _ = fin.new_team("held")
     assert fin.admin("PUT", f"/admin/budgets/{team}", json={"monthly_usd": "10"}).status_code == 200

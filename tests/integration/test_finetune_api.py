@@ -14,16 +14,6 @@ import openai
 import pytest
 from sqlmodel import Session
 
-from proxy.calls.budgets import LAZY_CHARGE_SECONDS
-from proxy.finetune.background import FinetunePoller
-from registry.costing import to_e8
-from registry.counters import month_of, spent_e8
-from registry.db import session_scope
-from registry.finetune.jobs import claim_job, release_job
-from registry.finetune.retirement import days_left_by_alias
-from registry.finetune.validation import validate_path
-from registry.models import FineTuneFile
-from registry.teams import get_team
 from tests.utils.finetune import (
     FIXTURES,
     MAX_FILE_BYTES,
@@ -40,6 +30,16 @@ from tests.utils.openai_schema import validate
 from tests.utils.processes import run_tunegate
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.waiting import eventually
+from tunegate.proxy.calls.budgets import LAZY_CHARGE_SECONDS
+from tunegate.proxy.finetune.background import FinetunePoller
+from tunegate.registry.costing import to_e8
+from tunegate.registry.counters import month_of, spent_e8
+from tunegate.registry.db import session_scope
+from tunegate.registry.finetune.jobs import claim_job, release_job
+from tunegate.registry.finetune.retirement import days_left_by_alias
+from tunegate.registry.finetune.validation import validate_path
+from tunegate.registry.models import FineTuneFile
+from tunegate.registry.teams import get_team
 
 
 def error_message(exc: openai.APIStatusError) -> str:

@@ -360,8 +360,8 @@ def test_body_over_the_limit_is_413(gateway: GatewayHandle) -> None:
 
 
 def test_model_calls_answer_the_same_through_litestar_and_around_it(gateway: GatewayHandle) -> None:
-    """`/v1/chat/completions` is served ahead of litestar's router (proxy.app.ModelCalls); with a trailing slash
-    it goes through litestar's router and handler: the same answer, error and headers either way."""
+    """`/v1/chat/completions` is served ahead of litestar's router (tunegate.proxy.app.ModelCalls); with a trailing
+    slash it goes through litestar's router and handler: the same answer, error and headers either way."""
     auth = {"authorization": f"Bearer {gateway.keys['airport-cs']}"}
     body = {"model": "pudong-support", "messages": QUESTION}
     answers = [

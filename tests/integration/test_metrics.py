@@ -21,13 +21,13 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session, select
 
-from registry.models import Team, utcnow
-from registry.usage import Usage
 from tests.utils.gateways import ADMIN_KEY, GatewayHandle, gateway_yaml, running_gateway
 from tests.utils.processes import serve_tunegate
 from tests.utils.servers import free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.waiting import eventually
+from tunegate.registry.models import Team, utcnow
+from tunegate.registry.usage import Usage
 
 METRICS_TOKEN = "tg-metrics-test-token"
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]

@@ -20,17 +20,17 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from registry.bootstrap import prepare_database
-from registry.db import make_engine
-from registry.models import SystemPromptCount, UsageRecord
-from registry.prompt_counts import prompt_sha256
-from registry.tokens import ENCODINGS, TokenCount, count_here, count_system_prompt, set_prompt_counter
 from tests.utils.gateways import ADMIN_KEY, PUDONG_PROMPT, GatewayHandle, gateway_yaml, running_gateway
 from tests.utils.processes import TUNEGATE, serve_tunegate
 from tests.utils.servers import free_port
 from tests.utils.tokens import NEEDS_ENCODINGS, TIKTOKEN_EXACT
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.waiting import eventually
+from tunegate.registry.bootstrap import prepare_database
+from tunegate.registry.db import make_engine
+from tunegate.registry.models import SystemPromptCount, UsageRecord
+from tunegate.registry.prompt_counts import prompt_sha256
+from tunegate.registry.tokens import ENCODINGS, TokenCount, count_here, count_system_prompt, set_prompt_counter
 
 pytestmark = pytest.mark.skipif(not TIKTOKEN_EXACT, reason=NEEDS_ENCODINGS)
 
@@ -160,9 +160,9 @@ def test_the_aliases_applied_from_the_file_at_start_have_their_counts_before_the
 def test_a_serving_process_counts_in_a_child_and_never_loads_the_encodings() -> None:
     code = (
         "import json, sys\n"
-        "from proxy.serving import lean_serving_process\n"
+        "from tunegate.proxy.serving import lean_serving_process\n"
         "lean_serving_process()\n"
-        "from registry.tokens import ENCODINGS, count_system_prompts, encodings_loaded\n"
+        "from tunegate.registry.tokens import ENCODINGS, count_system_prompts, encodings_loaded\n"
         "counts = count_system_prompts([(sys.argv[1], e) for e in ENCODINGS])\n"
         "print(json.dumps({'counts': {e: [c.tokens, c.exact] for e, c in zip(ENCODINGS, counts)},\n"
         "                  'loaded': encodings_loaded(), 'tiktoken': 'tiktoken' in sys.modules}))\n"

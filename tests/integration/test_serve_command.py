@@ -10,12 +10,12 @@ import openai
 import pytest
 from sqlmodel import Session, select
 
-from config import DEFAULT_CONFIG, load_settings
-from registry.db import make_engine
-from registry.models import UsageRecord
-from registry.tokens import system_prompt_tokens
 from tests.utils.processes import TUNEGATE, Served, run_tunegate, serve_tunegate
 from tests.utils.servers import free_port
+from tunegate.config import DEFAULT_CONFIG, load_settings
+from tunegate.registry.db import make_engine
+from tunegate.registry.models import UsageRecord
+from tunegate.registry.tokens import system_prompt_tokens
 
 pytestmark = pytest.mark.slow  # `tunegate serve` as a subprocess
 

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from config import load_settings
-from registry.aliases import AliasSpec, Target, current_version, find_alias, set_alias
-from registry.bootstrap import prepare_database
-from registry.db import make_engine
 from tests.utils.gateways import gateway_yaml
+from tunegate.config import load_settings
+from tunegate.registry.aliases import AliasSpec, Target, current_version, find_alias, set_alias
+from tunegate.registry.bootstrap import prepare_database
+from tunegate.registry.db import make_engine
 
 
 def _serving(engine: Engine, name: str) -> tuple[int, str]:

@@ -14,10 +14,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from proxy.upstream.transport import UpstreamTransport
 from tests.utils.gateways import GatewayHandle
 from tests.utils.servers import free_port
 from tests.utils.upstreams import FakeUpstreamHandle
+from tunegate.proxy.upstream.transport import UpstreamTransport
 
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]
 

@@ -15,14 +15,14 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session, select
 
-from config import DEFAULT_CONFIG
-from registry.db import make_engine
-from registry.models import UsageRecord
 from tests.utils.gateways import ADMIN_KEY, gateway_yaml
 from tests.utils.processes import Served, run_tunegate, serve_tunegate
 from tests.utils.servers import free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 from tests.utils.waiting import eventually
+from tunegate.config import DEFAULT_CONFIG
+from tunegate.registry.db import make_engine
+from tunegate.registry.models import UsageRecord
 
 pytestmark = pytest.mark.slow  # `tunegate serve --workers 2` as a subprocess
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "国际航班提前多久办理值机?"}]
@@ -30,7 +30,7 @@ QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "国�
 
 def worker_pids(served: Served) -> list[int]:
     """The worker processes: the children of the parent, without multiprocessing's resource tracker and the
-    child that counts system prompts' tokens (``python -m registry.tokens``)."""
+    child that counts system prompts' tokens (``python -m tunegate.registry.tokens``)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -40,7 +40,7 @@ def worker_pids(served: Served) -> list[int]:
             command = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        helper = b"resource_tracker" in command or b"registry.tokens" in command
+        helper = b"resource_tracker" in command or b"tunegate.registry.tokens" in command
         if int(stat.rsplit(")", 1)[1].split()[1]) == served.process.pid and not helper:
             found.append(int(entry))
     return sorted(found)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("config", "registry", "proxy")
+PACKAGES = ("config", "registry", "proxy")  # folders at the root, installed as tunegate.config, …
+NAMESPACE = "tunegate"
 FORBIDDEN = {
     "config": {"registry", "proxy", "litestar", "httpx"},
     "registry": {"proxy", "litestar", "httpx"},
@@ -32,14 +33,19 @@ def project_modules() -> dict[str, Path]:
     return {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
 
 
+def folder_name(module: str) -> str:
+    """``tunegate.proxy.app`` (the installed name) → ``proxy.app`` (the folder's): the graph is drawn in folders."""
+    return module.removeprefix(NAMESPACE + ".")
+
+
 def imports_of(path: Path, name: str) -> Iterator[str]:
     """Every module ``path`` imports, wherever the import stands: at the top, in a function, under TYPE_CHECKING."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
+            yield from (folder_name(alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
+            base = folder_name(node.module or "")
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
@@ -92,6 +98,21 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_module_imports_itself_back() -> None:
     assert circles(import_graph()) == []
+
+
+def test_the_product_is_imported_by_its_installed_name() -> None:
+    """``from tunegate.proxy.x import y``, never ``from proxy.x import y``: the wheel installs no ``proxy``."""
+    offenders: dict[str, list[str]] = {}
+    for path in sorted(p for folder in (*PACKAGES, "tests", "bench") for p in (ROOT / folder).rglob("*.py")):
+        if ".work" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+        bare = sorted(n for n in names if n.split(".")[0] in PACKAGES)
+        if bare:
+            offenders[str(path.relative_to(ROOT))] = bare
+    assert offenders == {}
 
 
 def test_the_circle_check_finds_a_circle() -> None:

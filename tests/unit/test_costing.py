@@ -1,4 +1,4 @@
-"""Costing a usage record at its day's price (registry.costing), and the price table as a start-up setting."""
+"""Costing a usage record at its day's price (tunegate.registry.costing), and the price table as a start-up setting."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from config import ConfigError, load_settings
-from config.prices import PriceTableError
-from registry.costing import E8, cost_records, from_e8, money, record_cost, to_e8
-from registry.models import UsageRecord
-from registry.pricing import QUANTUM, PriceTable
-from registry.usage import COLUMNS, Usage
+from tunegate.config import ConfigError, load_settings
+from tunegate.config.prices import PriceTableError
+from tunegate.registry.costing import E8, cost_records, from_e8, money, record_cost, to_e8
+from tunegate.registry.models import UsageRecord
+from tunegate.registry.pricing import QUANTUM, PriceTable
+from tunegate.registry.usage import COLUMNS, Usage
 
 PRICES = """\
 prices:
@@ -105,7 +105,8 @@ def test_units_of_1e8_round_trip() -> None:
 
 
 def test_one_money_quantum_for_costs_and_spend_units() -> None:
-    """A cost's last place (registry.pricing.QUANTUM) is one unit of the spend counters (registry.costing.E8)."""
+    """A cost's last place (tunegate.registry.pricing.QUANTUM) is one unit of the spend counters
+    (tunegate.registry.costing.E8)."""
     assert (money(QUANTUM), QUANTUM.as_tuple().exponent) == ("0.00000001", -8)
     assert E8 == 100_000_000
     assert (to_e8(QUANTUM), from_e8(1), from_e8(E8)) == (1, Decimal("0.00000001"), Decimal("1.00000000"))

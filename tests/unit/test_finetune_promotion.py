@@ -6,10 +6,10 @@ from datetime import date
 
 import pytest
 
-from registry.aliases import AliasSpec, Target, WeightedTarget
-from registry.errors import Invalid
-from registry.finetune.promotion import canary_weight, fallback_for, promotion_spec
-from registry.finetune.retirement import ShutdownDates, parse_shutdown
+from tunegate.registry.aliases import AliasSpec, Target, WeightedTarget
+from tunegate.registry.errors import Invalid
+from tunegate.registry.finetune.promotion import canary_weight, fallback_for, promotion_spec
+from tunegate.registry.finetune.retirement import ShutdownDates, parse_shutdown
 
 BASE = Target(upstream="openai", model="gpt-3.5-turbo", system_prompt="Be the airport's help desk.")
 OLD_FT = Target(upstream="openai", model="ft:gpt-3.5-turbo-0613:pudong::old")

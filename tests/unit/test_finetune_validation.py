@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from registry.finetune.validation import (
+from tests.utils.finetune import DATASET, FIXTURES, INVALID_DEFECTS, ROOT
+from tunegate.registry.finetune.validation import (
     ValidationReport,
     default_epochs,
     example_token_limit,
     validate_jsonl,
     validate_path,
 )
-from tests.utils.finetune import DATASET, FIXTURES, INVALID_DEFECTS, ROOT
 
 
 def _dataset(name: str) -> Path:
@@ -167,7 +167,7 @@ def test_token_limits_and_epochs() -> None:
 def test_counts_are_marked_as_estimates_without_tiktoken_files(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
-        "from registry.finetune.validation import validate_path\n"
+        "from tunegate.registry.finetune.validation import validate_path\n"
         "print(json.dumps(validate_path(__import__('pathlib').Path(sys.argv[1])).to_dict()))\n"
     )
     empty = tmp_path / "empty-cache"

@@ -11,8 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
-from registry.db import MIGRATIONS, make_engine, migrate
-from registry.models import metadata
+from tunegate.registry.db import MIGRATIONS, make_engine, migrate
+from tunegate.registry.models import metadata
 
 
 def _config() -> Config:

@@ -10,13 +10,13 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from config import ConfigError, parse_settings
-from proxy.routes.admin import TeamChange, TeamCreate
-from registry.aliases import AliasChange, write_alias
-from registry.db import make_engine, migrate
-from registry.errors import Invalid
-from registry.teams import create_team
-from registry.upstreams import set_upstream
+from tunegate.config import ConfigError, parse_settings
+from tunegate.proxy.routes.admin import TeamChange, TeamCreate
+from tunegate.registry.aliases import AliasChange, write_alias
+from tunegate.registry.db import make_engine, migrate
+from tunegate.registry.errors import Invalid
+from tunegate.registry.teams import create_team
+from tunegate.registry.upstreams import set_upstream
 
 SOURCE = "names.yaml"
 UPSTREAM = {"base_url": "http://127.0.0.1:9/v1"}

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from config.prices import PriceTableError, load_prices
-from registry.pricing import Cost, PriceTable
+from tunegate.config.prices import PriceTableError, load_prices
+from tunegate.registry.pricing import Cost, PriceTable
 
 DAY = date(2025, 9, 1)
 

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from config import ConfigError, parse_settings
-from proxy.cli import main
-from proxy.cli.admin import _split_entry, alias_change, describe_change, parse_expiry
-from proxy.cli.client import UsageError
-from registry.aliases import AliasChange, AliasSpec, Target, WeightedTarget, build_spec, lineage, split_targets
-from registry.bootstrap import diff, flatten, spec_from_settings
-from registry.errors import Invalid
-from registry.models import AliasVersion
+from tunegate.config import ConfigError, parse_settings
+from tunegate.proxy.cli import main
+from tunegate.proxy.cli.admin import _split_entry, alias_change, describe_change, parse_expiry
+from tunegate.proxy.cli.client import UsageError
+from tunegate.registry.aliases import AliasChange, AliasSpec, Target, WeightedTarget, build_spec, lineage, split_targets
+from tunegate.registry.bootstrap import diff, flatten, spec_from_settings
+from tunegate.registry.errors import Invalid
+from tunegate.registry.models import AliasVersion
 
 BASE = AliasSpec(
     target=Target(upstream="openai", model="gpt-3.5-turbo", system_prompt="You are Pudong's assistant."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import DEFAULT_CONFIG, ConfigError, load_settings, resolve_secret
+from tunegate.config import DEFAULT_CONFIG, ConfigError, load_settings, resolve_secret
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from proxy.calls.relay import Events as _Events
+from tunegate.proxy.calls.relay import Events as _Events
 
 
 async def pieces(*parts: bytes) -> AsyncIterator[bytes]:

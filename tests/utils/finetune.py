@@ -16,14 +16,14 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session, col, select
 
-from proxy.fake_upstream import count_tokens
-from proxy.finetune.background import FinetunePoller
-from proxy.state import Gateway
-from registry.aliases import AliasSpec, get_alias
-from registry.models import AliasVersion, FineTuneJob, FineTuneJobEvent, UsageRecord
 from tests.utils.gateways import GATEWAY_TEAMS, PUDONG_PROMPT, GatewayHandle, serve_gateway
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle, serve_fake_upstream
 from tests.utils.waiting import eventually
+from tunegate.proxy.fake_upstream import count_tokens
+from tunegate.proxy.finetune.background import FinetunePoller
+from tunegate.proxy.state import Gateway
+from tunegate.registry.aliases import AliasSpec, get_alias
+from tunegate.registry.models import AliasVersion, FineTuneJob, FineTuneJobEvent, UsageRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests/fixtures/finetune"

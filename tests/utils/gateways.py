@@ -16,14 +16,14 @@ import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from config import load_settings
-from proxy.app import create_app
-from proxy.state import Gateway
-from registry.models import UsageRecord
 from tests.utils.environment import environment
 from tests.utils.servers import ServerThread, free_port
 from tests.utils.upstreams import UPSTREAM_KEY
 from tests.utils.waiting import eventually
+from tunegate.config import load_settings
+from tunegate.proxy.app import create_app
+from tunegate.proxy.state import Gateway
+from tunegate.registry.models import UsageRecord
 
 ADMIN_KEY = "tg-admin-test-key"
 PUDONG_PROMPT = "你是上海浦东国际机场的智慧客服。请简洁、准确地回答旅客问题。"

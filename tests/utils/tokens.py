@@ -3,7 +3,7 @@ TIKTOKEN_CACHE_DIR) they are; without them they are estimates, and the tests who
 
 from __future__ import annotations
 
-from registry.tokens import count_text
+from tunegate.registry.tokens import count_text
 
 TIKTOKEN_EXACT = count_text("x", "gpt-4o-mini").exact
 NEEDS_ENCODINGS = (

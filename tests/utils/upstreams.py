@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from proxy.fake_upstream import FakeUpstream
 from tests.utils.servers import ServerThread
+from tunegate.proxy.fake_upstream import FakeUpstream
 
 UPSTREAM_KEY = "sk-fake-upstream-secret"  # what the session's fake upstream wants; the gateway's configs send it
 
