@@ -99,6 +99,9 @@ class UsageRecord(SQLModel, table=True):
     endpoint: str = Field(max_length=32)
     team_id: int = Field(foreign_key="team.id")
     key_id: int | None = Field(default=None, foreign_key="api_key.id")
+    end_user: str | None = Field(default=None, max_length=256)  # the request's `user`
+    # the request's `metadata`, only the keys the config's usage.metadata_keys lists (registry.usage.kept_metadata)
+    request_metadata: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     alias: str = Field(max_length=128)
     alias_version: int | None = None
     upstream: str = Field(max_length=128)

@@ -44,6 +44,8 @@ class Usage:
     status_code: int
     latency_ms: float
     key_id: int | None = None
+    end_user: str | None = None  # the request's `user`
+    request_metadata: dict[str, str] | None = None  # the request's `metadata`, only the keys kept (kept_metadata)
     kind: str = "inference"  # inference | training
     alias_version: int | None = None
     canary_weight: int | None = None
