@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/tiktoken_cache)
 
-.PHONY: run test lint typecheck unit bench install clean
+.PHONY: run test lint typecheck unit bench install clean lint-image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck lint-image
 	$(BIN)/pytest -q
 
 .PHONY: quick
 quick: lint typecheck  # the loop while working: everything but the tests marked slow (processes, Chromium)
 	$(BIN)/pytest -q -m "not slow"
+
+lint-image: $(STAMP)  # the Dockerfile, with hadolint (a rule turned off says why, next to it)
+	$(BIN)/hadolint --failure-threshold info Dockerfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
