@@ -13,6 +13,14 @@ alphanumeric run is one token, every other non-space character (punctuation, CJK
   count(name) + count("{}").
 * cached_tokens = 3 + count(role) + count(content) of a leading system/developer message whose exact content
   an earlier chat request already sent, else 0.
+* responses: ``instructions`` count as a leading developer message and ``input`` (a string: one user message) as
+  chat messages, so input_tokens is the chat prompt rule over [developer: instructions] + the input's messages (an
+  item without a role counts as one of role "user" with its ``output``/``arguments`` text); output_tokens =
+  count("Echo: " + the text of the last user input), cut to ``max_output_tokens`` (status "incomplete");
+  cached_tokens = 3 + count("developer") + count(instructions) when an earlier request sent the same
+  instructions (chat system prompts and instructions share one cache), else 0; reasoning_tokens is always 0.
+  Stored responses (``store``, default true) answer GET/DELETE ``/v1/responses/{id}``, ``/cancel`` (only a
+  ``background`` one, which stays in_progress until it is read or cancelled) and ``/input_items``.
 
 Control endpoints (outside ``/v1``): ``POST/DELETE /_faults``, ``GET/DELETE /_stats``, ``GET /_requests``,
 ``POST /_models``, ``DELETE /_cache`` (forget the prompt cache).
@@ -150,6 +158,13 @@ class _Fault:
     drop_after_chunks: int | None = None
     chunk_delay_ms: float = 0.0
     timestamp_chunks: bool = False  # benchmarks: each chunk carries x_sent_ns, the wall clock at sending
+
+
+@dataclass(slots=True)
+class _StoredResponse:
+    obj: dict[str, Any]
+    input_items: list[dict[str, Any]]
+    finish: Callable[[], None] | None = None  # a background response: completes it (output, usage) when read
 
 
 @dataclass(slots=True)
@@ -307,6 +322,7 @@ class FakeUpstream:
         }
         self._files: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._jobs: dict[str, _Job] = {}
+        self._responses: dict[str, _StoredResponse] = {}  # store: true responses, with their input items
         self._faults: dict[str, _Fault] = {}
         self._fail_next_job = False
         self._seen_prompts: dict[str, None] = {}  # insertion-ordered set, oldest evicted first
@@ -317,6 +333,7 @@ class FakeUpstream:
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/completions"): self._completions,
             ("POST", "/v1/embeddings"): self._embeddings,
+            ("POST", "/v1/responses"): self._create_response,
             ("GET", "/v1/models"): self._list_models,
             ("POST", "/v1/files"): self._create_file,
             ("GET", "/v1/files"): self._list_files,
@@ -339,6 +356,10 @@ class FakeUpstream:
             ("POST", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/cancel"), self._cancel_job),
             ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/events"), self._job_events),
             ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/checkpoints"), self._job_checkpoints),
+            ("GET", re.compile(r"/v1/responses/([^/]+)"), self._get_response),
+            ("DELETE", re.compile(r"/v1/responses/([^/]+)"), self._delete_response),
+            ("POST", re.compile(r"/v1/responses/([^/]+)/cancel"), self._cancel_response),
+            ("GET", re.compile(r"/v1/responses/([^/]+)/input_items"), self._response_input_items),
         ]
         uvicorn_errors = logging.getLogger("uvicorn.error")
         if not any(isinstance(f, _QuietDrop) for f in uvicorn_errors.filters):
@@ -671,6 +692,228 @@ class FakeUpstream:
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         self._record("embeddings", model, usage)
         return {"object": "list", "data": data, "model": model, "usage": usage}
+
+    # --- responses -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _response_input(value: Any) -> list[dict[str, Any]]:
+        """The request's ``input`` as stored input items: a string is one user message."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [{"role": "user", "content": value}]
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise _ApiError(
+                400, "Invalid type for 'input': expected a string or an array of input items.", param="input"
+            )
+        items = []
+        for item in value:
+            item = {"id": _rid("msg_", 48), **item}
+            if "role" in item:
+                item.setdefault("type", "message")
+                item.setdefault("status", "completed")
+                if isinstance(item.get("content"), str):
+                    kind = "output_text" if item["role"] == "assistant" else "input_text"
+                    item["content"] = [{"type": kind, "text": item["content"]}]
+            items.append(item)
+        return items
+
+    @staticmethod
+    def _response_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The chat messages the token rule counts for a response (see the module docstring)."""
+        messages: list[dict[str, Any]] = [{"role": "developer", "content": instructions}] if instructions else []
+        for item in items:
+            if "role" in item:
+                messages.append({"role": item["role"], "content": item.get("content")})
+            else:
+                messages.append({"role": "user", "content": str(item.get("output") or item.get("arguments") or "")})
+        return messages
+
+    def _stored_response(self, response_id: str) -> _StoredResponse:
+        stored = self._responses.get(response_id)
+        if stored is None:
+            raise _ApiError(404, f"Response with id '{response_id}' not found.")
+        if stored.finish is not None:
+            stored.finish()  # a background response is done by the time it is read (and stored anew, finished)
+            stored = self._responses[response_id]
+        return stored
+
+    async def _create_response(self, req: _Req, send: Send) -> Any:
+        body = req.obj()
+        model = _need(body, "model")
+        instructions = body.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise _ApiError(400, "Invalid type for 'instructions': expected a string.", param="instructions")
+        items = self._response_input(body.get("input"))
+        previous = body.get("previous_response_id")
+        if previous is not None and previous not in self._responses:
+            raise _ApiError(
+                404,
+                f"Previous response with id '{previous}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        stream = body.get("stream") is True
+        fault = await self._apply_fault(model, send, stream)
+        limit = _int_param(body, "max_output_tokens", 1, 1_000_000)
+        input_tokens = _chat_prompt_tokens(self._response_messages(instructions, items))
+        cached = 0
+        if instructions:
+            if instructions in self._seen_prompts:
+                cached = 3 + count_tokens("developer") + count_tokens(instructions)
+            else:
+                self._seen_prompts[instructions] = None
+                if len(self._seen_prompts) > _MAX_SEEN_PROMPTS:
+                    del self._seen_prompts[next(iter(self._seen_prompts))]
+        last_user: dict[str, Any] = next((i for i in reversed(items) if i.get("role") == "user"), {})
+        pieces, truncated = _pieces("Echo: " + _text(last_user.get("content")), limit)
+        text = "".join(pieces)
+        usage = {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+            "output_tokens": len(pieces),
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + len(pieces),
+        }
+        created = int(time.time())
+        message_id = _rid("msg_", 48)
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        message = {"id": message_id, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+        store = body.get("store") is not False
+        obj: dict[str, Any] = {
+            "id": _rid("resp_", 48),
+            "object": "response",
+            "created_at": created,
+            "status": "in_progress",
+            "background": body.get("background") is True,
+            "completed_at": None,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": instructions,
+            "max_output_tokens": limit,
+            "model": model,
+            "output": [],
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": previous,
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "service_tier": "default",
+            "store": store,
+            "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
+            "top_p": body.get("top_p", 1.0),
+            "truncation": body.get("truncation") or "disabled",
+            "usage": None,
+            "user": body.get("user"),
+            "metadata": body.get("metadata") or {},
+        }
+        stats = {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": len(pieces),
+            "total_tokens": input_tokens + len(pieces),
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
+
+        def complete() -> None:
+            obj.update(status="incomplete" if truncated else "completed", output=[message], usage=usage)
+            obj["completed_at"] = None if truncated else int(time.time())
+            obj["incomplete_details"] = {"reason": "max_output_tokens"} if truncated else None
+
+        def keep() -> None:  # the answer was sent whole: counted, and stored if asked
+            self._record("responses", model, stats)
+            if store:
+                self._responses[obj["id"]] = _StoredResponse(obj, items)
+
+        if obj["background"] and not stream:
+            obj["status"] = "queued"
+
+            def finish() -> None:
+                complete()
+                keep()
+
+            self._responses[obj["id"]] = _StoredResponse(obj, items, finish)
+            return obj
+        if not stream:
+            complete()
+            keep()
+            return obj
+
+        def event(kind: str, **fields: Any) -> dict[str, Any]:
+            return {"type": kind, **fields}
+
+        def snapshot() -> dict[str, Any]:
+            return orjson.loads(orjson.dumps(obj))  # type: ignore[no-any-return]
+
+        started = snapshot()
+        at = {"item_id": message_id, "output_index": 0, "content_index": 0}
+        events = [
+            event("response.created", response=started),
+            event("response.in_progress", response=started),
+            event(
+                "response.output_item.added", output_index=0, item={**message, "status": "in_progress", "content": []}
+            ),
+            event("response.content_part.added", **at, part={**part, "text": ""}),
+            *(event("response.output_text.delta", **at, delta=piece, logprobs=[]) for piece in pieces),
+            event("response.output_text.done", **at, text=text, logprobs=[]),
+            event("response.content_part.done", **at, part=part),
+            event("response.output_item.done", output_index=0, item=message),
+        ]
+        complete()
+        events.append(event("response.incomplete" if truncated else "response.completed", response=snapshot()))
+        for number, item in enumerate(events):
+            item["sequence_number"] = number
+        await self._named_sse(send, events, fault, keep)
+        return None
+
+    async def _named_sse(
+        self, send: Send, events: list[dict[str, Any]], fault: _Fault | None, on_done: Callable[[], None]
+    ) -> None:
+        """A Responses stream: each event an ``event:`` line and a ``data:`` line, as OpenAI sends them (no
+        ``[DONE]``), one body message each; the drop and delay faults as for chat."""
+        drop = fault.drop_after_chunks if fault else None
+        delay = fault.chunk_delay_ms / 1000 if fault else 0.0
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        for i, item in enumerate(events):
+            if drop is not None and i >= drop:
+                raise _Drop("drop_after_chunks fault")
+            if delay and i:
+                await asyncio.sleep(delay)
+            line = b"event: " + item["type"].encode() + b"\ndata: " + orjson.dumps(item) + b"\n\n"
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        on_done()
+
+    async def _get_response(self, req: _Req, send: Send, response_id: str) -> Any:
+        return self._stored_response(response_id).obj
+
+    async def _delete_response(self, req: _Req, send: Send, response_id: str) -> Any:
+        self._stored_response(response_id)
+        del self._responses[response_id]
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    async def _cancel_response(self, req: _Req, send: Send, response_id: str) -> Any:
+        stored = self._responses.get(response_id)
+        if stored is None:
+            raise _ApiError(404, f"Response with id '{response_id}' not found.")
+        if not stored.obj["background"]:
+            raise _ApiError(400, "Only responses created with background=true can be cancelled.")
+        if stored.finish is not None:
+            stored.obj["status"], stored.finish = "cancelled", None
+        elif stored.obj["status"] != "cancelled":
+            raise _ApiError(400, f"Cannot cancel a response that is {stored.obj['status']}.")
+        return stored.obj
+
+    async def _response_input_items(self, req: _Req, send: Send, response_id: str) -> Any:
+        items = list(self._stored_response(response_id).input_items)
+        order = req.query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise _ApiError(400, f"Invalid 'order': {order!r}.", param="order", code="invalid_value")
+        if order == "desc":
+            items.reverse()
+        data, has_more = _page(items, req.query.get("after"), req.limit(20))
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more}
 
     # --- models --------------------------------------------------------------------------------------------
 

@@ -493,3 +493,117 @@ def test_resource_responses_match_published_schemas(http: httpx.Client) -> None:
     checkpoints = http.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()
     validate(checkpoints, "ListFineTuningJobCheckpointsResponse")
     validate(http.delete(f"/v1/files/{file['id']}").json(), "DeleteFileResponse")
+
+
+# --- responses --------------------------------------------------------------------------------------------
+
+# 3 + (3 + 1 ("developer") + 4 ("You are terse.")) + (3 + 1 + 4 ("Hello, world!")) = 19
+RESPONSE_INPUT_TOKENS = 19
+RESPONSE_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    *["response.output_text.delta"] * 6,  # "Echo", ":", " Hello", ",", " world", "!"
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def test_responses_echo_usage_and_instructions_cache(client: openai.OpenAI) -> None:
+    first = client.responses.create(model="gpt-4o-mini", input="Hello, world!", instructions="You are terse.")
+    again = client.responses.create(model="gpt-4o-mini", input="Hello, world!", instructions="You are terse.")
+
+    assert (first.output_text, first.status, first.model) == (REPLY, "completed", "gpt-4o-mini")
+    assert first.usage is not None and again.usage is not None
+    assert (first.usage.input_tokens, first.usage.output_tokens, first.usage.total_tokens) == (19, 6, 25)
+    assert first.usage.input_tokens_details.cached_tokens == 0
+    assert again.usage.input_tokens_details.cached_tokens == 3 + 1 + 4  # the instructions, seen before
+    assert first.usage.output_tokens_details.reasoning_tokens == 0
+    no_instructions = client.responses.create(model="gpt-4o-mini", input=[{"role": "user", "content": REPLY[6:]}])
+    assert no_instructions.usage is not None and no_instructions.usage.input_tokens == 3 + 8
+    cut = client.responses.create(model="gpt-4o-mini", input="Hello, world!", max_output_tokens=2)
+    assert (cut.status, cut.output_text) == ("incomplete", "Echo:")
+    assert cut.incomplete_details is not None and cut.incomplete_details.reason == "max_output_tokens"
+
+
+def test_responses_stream_sends_each_event_with_its_event_line(client: openai.OpenAI, http: httpx.Client) -> None:
+    body = {"model": "gpt-4o-mini", "input": "Hello, world!", "instructions": "You are terse.", "stream": True}
+    with http.stream("POST", "/v1/responses", json=body) as response:
+        lines = [line for line in response.iter_lines() if line]
+    names = [line.removeprefix("event: ") for line in lines[0::2]]
+    events = [json.loads(line.removeprefix("data: ")) for line in lines[1::2]]
+    assert names == [event["type"] for event in events] == RESPONSE_EVENTS
+    assert [event["sequence_number"] for event in events] == list(range(len(RESPONSE_EVENTS)))
+    assert "".join(event["delta"] for event in events if event["type"] == "response.output_text.delta") == REPLY
+    assert events[0]["response"]["status"] == "in_progress" and events[0]["response"]["usage"] is None
+    assert events[-1]["response"]["usage"]["input_tokens"] == RESPONSE_INPUT_TOKENS
+    assert events[-1]["response"]["usage"]["output_tokens"] == 6
+
+    with client.responses.stream(model="gpt-4o-mini", input="Hello, world!") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == REPLY
+    assert client.responses.retrieve(final.id).output_text == REPLY  # stored once the stream was sent
+    assert http.get("/_stats").json()["by_endpoint"] == {"responses": 2}
+
+
+def _item_text(item: Any) -> str:
+    text: str = item.content[0].text
+    return text
+
+
+def test_responses_store_retrieve_input_items_delete_and_cancel(client: openai.OpenAI) -> None:
+    created = client.responses.create(
+        model="gpt-4o-mini", input=[{"role": "user", "content": "First"}, {"role": "user", "content": "Second"}]
+    )
+    assert client.responses.retrieve(created.id).output_text == "Echo: Second"
+    items = client.responses.input_items.list(created.id)
+    assert [_item_text(item) for item in items.data] == ["Second", "First"]
+    ascending = client.responses.input_items.list(created.id, order="asc", limit=1)
+    assert [_item_text(item) for item in ascending.data] == ["First"]
+    assert ascending.has_more is True
+    follow_up = client.responses.create(model="gpt-4o-mini", input="Third", previous_response_id=created.id)
+    assert follow_up.previous_response_id == created.id
+
+    client.responses.delete(created.id)  # the SDK returns nothing for OpenAI's {"id", "object", "deleted": true}
+    with pytest.raises(openai.NotFoundError, match=f"Response with id '{created.id}' not found"):
+        client.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.responses.create(model="gpt-4o-mini", input="x", previous_response_id=created.id)
+    assert unknown.value.code == "previous_response_not_found"
+    unstored = client.responses.create(model="gpt-4o-mini", input="x", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+
+    with pytest.raises(openai.BadRequestError, match="background"):
+        client.responses.cancel(follow_up.id)
+    background = client.responses.create(model="gpt-4o-mini", input="x", background=True)
+    assert background.status == "queued"
+    assert client.responses.cancel(background.id).status == "cancelled"
+    finished = client.responses.create(model="gpt-4o-mini", input="Later", background=True)
+    assert client.responses.retrieve(finished.id).output_text == "Echo: Later"
+
+
+def test_responses_faults(client: openai.OpenAI, http: httpx.Client) -> None:
+    http.post("/_faults", json={"model": "down", "status": 503}).raise_for_status()
+    with pytest.raises(openai.InternalServerError):
+        client.responses.create(model="down", input="x")
+    http.post("/_faults", json={"model": "gone", "status": 404}).raise_for_status()
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.responses.create(model="gone", input="x")
+    assert missing.value.code == "model_not_found"
+    http.post("/_faults", json={"model": "dropper", "drop_after_chunks": 3}).raise_for_status()
+    received = []
+    with pytest.raises(openai.APIConnectionError):
+        for event in client.responses.create(model="dropper", input="x", stream=True):
+            received.append(event.type)
+    assert received == RESPONSE_EVENTS[:3]
+    with pytest.raises(openai.APIConnectionError):
+        client.responses.create(model="dropper", input="x")
+    http.post("/_faults", json={"model": "slow", "delay_ms": 200}).raise_for_status()
+    start = time.monotonic()
+    client.responses.create(model="slow", input="x")
+    assert time.monotonic() - start >= 0.2
+    assert http.get("/_stats").json()["by_endpoint"] == {"responses": 1}  # the failures are not counted
