@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/tiktoken_cache)
 
-.PHONY: run test lint typecheck unit bench install clean lint-image
+.PHONY: run test lint typecheck unit bench install clean lint-image lint-chart
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck lint-image
+test: lint typecheck lint-image lint-chart
 	$(BIN)/pytest -q
 
 .PHONY: quick
@@ -35,6 +35,9 @@ quick: lint typecheck  # the loop while working: everything but the tests marked
 
 lint-image: $(STAMP)  # the Dockerfile, with hadolint (a rule turned off says why, next to it)
 	$(BIN)/hadolint --failure-threshold info Dockerfile
+
+lint-chart: $(STAMP)  # helm lint --strict, both value files rendered and validated offline, the refusal cases
+	PATH="$(abspath $(BIN)):$$PATH" helm/check.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
