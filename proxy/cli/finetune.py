@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     validate = actions.add_parser("validate", help="check a JSONL training file offline: errors by line, tokens, cost")
     validate.add_argument("file", type=Path)
     validate.add_argument("--model", default=DEFAULT_MODEL, help=f"the model to fine-tune (default {DEFAULT_MODEL})")
+    validate.add_argument(
+        "--method",
+        choices=("supervised", "dpo", "reinforcement"),
+        default="supervised",
+        help="the job's method.type, whose format the file must have (default supervised)",
+    )
     validate.add_argument("--prices", type=Path, help="a price table (default: the shipped config/prices.yaml)")
     validate.add_argument("--json", action="store_true", help="the report as JSON")
     validate.set_defaults(run=run_validate)
@@ -84,7 +90,7 @@ def run_validate(args: argparse.Namespace) -> int:
     try:
         prices = PriceTable.load(args.prices)
         price = training_price(prices, args.model, datetime.now(UTC).date())
-        report = validate_path(args.file, model=args.model, training_price_per_1m=price)
+        report = validate_path(args.file, model=args.model, training_price_per_1m=price, method=args.method)
     except OSError as exc:
         print(f"tunegate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -95,7 +101,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
         print(report.to_text())
-        if price is None:
+        if price is None and args.method != "reinforcement":
             print(f"(the price table has no training price for {args.model})")
         if report.most_common_system_prompt:
             shared = report.most_common_system_prompt
@@ -125,9 +131,10 @@ def job_list(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
 
 def job_text(detail: dict[str, Any]) -> str:
     job, lineage = detail["job"], detail["lineage"]
+    method = (job.get("method") or {}).get("type", "supervised")
     lines = [
         f"job {job['id']}  team {lineage['team']}  status {job['status']}  upstream {lineage['upstream']}",
-        f"model {job['model']} → {job['fine_tuned_model'] or '(not yet)'}",
+        f"model {job['model']} → {job['fine_tuned_model'] or '(not yet)'}  method {method}",
     ]
     if job.get("trained_tokens") is not None:
         lines.append(f"trained tokens {job['trained_tokens']}")

@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.utils.finetune import DATASET, FIXTURES, INVALID_DEFECTS, ROOT
+from tests.utils.processes import run_tunegate
 from tunegate.registry.finetune.validation import (
+    METHODS,
     ValidationReport,
     default_epochs,
     example_token_limit,
+    unfit_for,
+    validate_any_method,
     validate_jsonl,
     validate_path,
 )
@@ -191,3 +195,159 @@ def test_counts_are_marked_as_estimates_without_tiktoken_files(tmp_path: Path) -
     assert {"line": None, "code": "tokens_estimated"}.items() <= next(
         w for w in warnings if w["code"] == "tokens_estimated"
     ).items()
+
+
+# -- the DPO and reinforcement formats -------------------------------------------------------------------
+
+
+def test_dpo_lines_report_each_defect_on_its_line() -> None:
+    report = validate_path(FIXTURES / "dpo_broken.jsonl", method="dpo")
+    assert [(f.line, f.code, f.message) for f in report.errors] == [
+        (
+            1,
+            "missing_input",
+            "no 'input' object; found keys: 'messages' (the chat format: a job with method.type 'supervised' "
+            "or 'reinforcement' takes it)",
+        ),
+        (2, "missing_output", "no 'non_preferred_output' (a list holding the one assistant message)"),
+        (3, "invalid_output", "'preferred_output' must be a list holding one assistant message, got dict"),
+        (4, "invalid_output", "'preferred_output' must be a list holding one assistant message, got 2 messages"),
+        (5, "invalid_output", "preferred_output message 1: role 'user', must be 'assistant'"),
+        (6, "unrecognized_key", "input: unrecognised key 'seed' (allowed: messages, tools, parallel_tool_calls)"),
+        (6, "empty_messages", "input: 'messages' is empty"),
+        (6, "invalid_content", "non_preferred_output message 1: 'content' must be a non-empty string, got \"\""),
+        (7, "unrecognized_key", "unrecognised key 'score' (allowed: input, preferred_output, non_preferred_output)"),
+    ]
+    assert _codes(report)[len(report.errors) :] == [
+        (8, "no_system_message"),
+        (8, "same_outputs"),
+        (None, "too_few_examples"),
+    ]
+    assert (report.method, report.examples, report.valid_examples) == ("dpo", 8, 1)
+    assert "line 5: error: preferred_output message 1: role 'user', must be 'assistant'" in report.to_text()
+
+
+def test_dpo_tokens_count_the_input_with_each_output() -> None:
+    report = validate_path(FIXTURES / "dpo_12.jsonl", method="dpo", training_price_per_1m=Decimal("25"))
+    assert report.errors == [] and report.ok_for_job()
+    _exact(report)
+    from tunegate.registry.tokens import count_messages
+
+    lines = [json.loads(line) for line in (FIXTURES / "dpo_12.jsonl").read_text().splitlines()]
+    sizes = [
+        count_messages(ex["input"]["messages"] + ex["preferred_output"], "gpt-3.5-turbo-0613").tokens
+        + count_messages(ex["input"]["messages"] + ex["non_preferred_output"], "gpt-3.5-turbo-0613").tokens
+        for ex in lines
+    ]
+    assert report.tokens_total == sum(sizes) == 1075
+    assert (report.epochs, report.billed_tokens_per_epoch, report.estimated_billed_tokens) == (9, 1075, 9675)
+    assert report.estimated_cost_usd == Decimal("0.241875")  # 9675 tokens at $25 per 1M
+    assert report.most_common_system_prompt == "You are the help desk of Pudong airport. Answer briefly."
+
+
+def test_reinforcement_lines_report_each_defect_on_its_line() -> None:
+    report = validate_path(FIXTURES / "reinforcement_broken.jsonl", method="reinforcement")
+    assert [(f.line, f.code, f.message) for f in report.errors] == [
+        (
+            1,
+            "ends_with_assistant",
+            "message 2, the last, is an assistant message: a reinforcement example ends where the model answers "
+            "(the supervised format trains on given answers)",
+        ),
+        (
+            2,
+            "unrecognized_role",
+            "message 1: role 'system' is not taken for reinforcement fine-tuning (allowed: developer, user, "
+            "assistant, tool; put instructions in a 'developer' message)",
+        ),
+        (
+            3,
+            "missing_messages",
+            "no 'messages' list; found keys: 'prompt', 'reference_answer' (the legacy prompt/completion format is "
+            "not accepted)",
+        ),
+        (4, "empty_messages", "'messages' is empty"),
+        (5, "missing_content", "message 1: no 'content' (role 'user')"),
+    ]
+    assert report.valid_examples == 1  # line 6: a developer message, reference keys of any name
+
+
+def test_reinforcement_is_billed_by_time_not_tokens() -> None:
+    report = validate_path(
+        FIXTURES / "reinforcement_12.jsonl", method="reinforcement", training_price_per_1m=Decimal(25)
+    )
+    assert report.errors == [] and report.ok_for_job()
+    assert report.tokens_total > 0  # the prompts'
+    assert (report.billed_tokens_per_epoch, report.estimated_billed_tokens, report.estimated_cost_usd) == (0, 0, None)
+    assert "billed: by training time, not by tokens (reinforcement): no cost estimate" in report.to_text()
+
+
+def test_a_dpo_line_in_a_chat_check_names_the_dpo_format() -> None:
+    report = validate_path(FIXTURES / "dpo_12.jsonl")
+    assert report.errors[0].message == (
+        "no 'messages' list; found keys: 'input', 'preferred_output', 'non_preferred_output' "
+        "(the DPO format: a job with method.type 'dpo' takes it)"
+    )
+    assert [f.line for f in report.errors] == list(range(1, 13))
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [("valid_12.jsonl", "supervised"), ("dpo_12.jsonl", "dpo"), ("reinforcement_12.jsonl", "reinforcement")],
+)
+def test_an_upload_is_checked_against_every_method(name: str, method: str) -> None:
+    report = validate_any_method((FIXTURES / name).read_bytes())
+    assert report.method == method and report.ok_for_job()
+    assert [m for m, fit in report.fits.items() if fit["ok"]] == [method]
+    assert report.to_dict()["fits"] == report.fits
+    for other in METHODS:
+        why = unfit_for(report.to_dict(), other, needs_examples=True)
+        assert (why is None) == (other == method)
+
+
+def test_a_file_unfit_for_the_method_is_refused_naming_its_lines_and_format() -> None:
+    dpo = validate_any_method((FIXTURES / "dpo_12.jsonl").read_bytes()).to_dict()
+    assert unfit_for(dpo, "supervised", needs_examples=True) == (
+        "is not supervised (chat) fine-tuning data, the format of method.type 'supervised': line 1: no 'messages' "
+        "list; found keys: 'input', 'preferred_output', 'non_preferred_output' (the DPO format: a job with "
+        "method.type 'dpo' takes it); line 2: no 'messages' list; found keys: 'input', 'preferred_output', "
+        "'non_preferred_output' (the DPO format: a job with method.type 'dpo' takes it); line 3: no 'messages' "
+        "list; found keys: 'input', 'preferred_output', 'non_preferred_output' (the DPO format: a job with "
+        "method.type 'dpo' takes it); line 4: no 'messages' list; found keys: 'input', 'preferred_output', "
+        "'non_preferred_output' (the DPO format: a job with method.type 'dpo' takes it); line 5: no 'messages' "
+        "list; found keys: 'input', 'preferred_output', 'non_preferred_output' (the DPO format: a job with "
+        "method.type 'dpo' takes it); and 7 more. It is DPO data: method.type 'dpo' takes it."
+    )
+    few = validate_any_method("".join((FIXTURES / "dpo_12.jsonl").read_text().splitlines(True)[:4])).to_dict()
+    assert unfit_for(few, "dpo", needs_examples=True) == (
+        "has 4 valid example(s) for method.type 'dpo'; a fine-tuning job needs at least 10"
+    )
+    assert unfit_for(few, "dpo", needs_examples=False) is None  # a validation file
+    old = validate_path(FIXTURES / "valid_12.jsonl").to_dict()
+    del old["fits"]  # a file uploaded before the methods were known
+    assert unfit_for(old, "supervised", needs_examples=True) is None
+    assert unfit_for(old, "dpo", needs_examples=True) == (
+        "was checked as supervised (chat) data only when it was uploaded; upload it again to train a job with "
+        "method.type 'dpo'"
+    )
+
+
+def test_a_broken_upload_is_reported_in_the_format_it_is_closest_to() -> None:
+    assert validate_any_method((FIXTURES / "dpo_broken.jsonl").read_bytes()).method == "supervised"  # line 1 fits
+    assert validate_any_method((FIXTURES / "reinforcement_broken.jsonl").read_bytes()).method == "reinforcement"
+    assert validate_any_method((FIXTURES / "invalid_mixed.jsonl").read_bytes()).method == "supervised"
+
+
+@pytest.mark.slow
+def test_validate_command_takes_the_method() -> None:
+    validate = ["finetune", "validate", str(FIXTURES / "dpo_12.jsonl")]
+    done = run_tunegate([*validate, "--method", "dpo", "--json"])
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["method"], data["valid_examples"], data["ok_for_job"]) == ("dpo", 12, True)
+    refused = run_tunegate(validate)
+    assert refused.returncode == 1
+    assert "line 1: error: no 'messages' list; found keys: 'input'" in refused.stdout
+    assert "method: supervised;" in refused.stdout
+    wrong = run_tunegate([*validate, "--method", "ppo"])
+    assert wrong.returncode == 2 and "invalid choice: 'ppo'" in wrong.stderr
