@@ -18,7 +18,7 @@ from tunegate.proxy.calls.answers import Answer, JSONAnswer, SSEAnswer
 from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome, Record
 from tunegate.proxy.calls.relay import Events, relay
 from tunegate.proxy.errors import GatewayError, UpstreamFailed
-from tunegate.proxy.upstream.calls import UpstreamEndpoint, answered_badly, model_call_headers, unreachable
+from tunegate.proxy.upstream.calls import UpstreamEndpoint, answered_badly, model_call_headers, refused, unreachable
 from tunegate.proxy.upstream.transport import UpstreamTransport
 from tunegate.registry.aliases import Target
 from tunegate.registry.finetune.retirement import ShutdownDates
@@ -128,9 +128,10 @@ def _answer(exchange: Exchange, attempt: Attempt, status: int, body: bytes, reco
     except orjson.JSONDecodeError:
         raise _FallBack(answered_badly(attempt.upstream, 502, b"")) from None
     if status >= 400:
-        # The client's own mistake (a bad parameter): the upstream's words, under the gateway's status.
-        record(attempt, Outcome(status))
-        return JSONAnswer(status, body, headers)
+        # The client's own mistake (a bad parameter): the upstream's error rebuilt (never its body as it is).
+        error = refused(attempt.upstream, status, body)
+        record(attempt, Outcome(error.status))
+        return JSONAnswer(error.status, error.body(), headers)
     if isinstance(data, dict):
         data["model"] = exchange.alias.name
         record(attempt, Outcome(status, data.get("usage")))

@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome, Record
-from tunegate.proxy.upstream.calls import answered_badly, unreachable
+from tunegate.proxy.upstream.calls import answered_badly, error_event, unreachable
 
 
 class Events:
@@ -65,7 +65,7 @@ async def relay(
                 if isinstance(chunk, dict):
                     if "error" in chunk:
                         status, ended = 502, True
-                        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                        out.append(b"data: " + orjson.dumps(error_event(chunk)) + b"\n\n")
                         break
                     if chunk.get("usage"):
                         usage = chunk["usage"]

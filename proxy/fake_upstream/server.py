@@ -24,6 +24,10 @@ alphanumeric run is one token, every other non-space character (punctuation, CJK
 
 Control endpoints (outside ``/v1``): ``POST/DELETE /_faults``, ``GET/DELETE /_stats``, ``GET /_requests``,
 ``POST /_models``, ``DELETE /_cache`` (forget the prompt cache).
+
+A hostile upstream for the secrets tests: ``POST /_faults {"echo_authorization": true}`` puts the Authorization
+header each request carried into its error messages, an ``x-upstream-authorization`` answer header, streamed error
+events (the ``error_after_chunks`` fault) and an extra model in ``GET /v1/models`` (its id and ``owned_by``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -76,6 +81,7 @@ _STATUS_EVENTS = {
     "running": "Fine-tuning job started",
 }
 _FILE_PURPOSES = {"assistants", "batch", "fine-tune", "vision", "user_data", "evals"}
+_RECEIVED_AUTHORIZATION: ContextVar[str] = ContextVar("received_authorization", default="")  # echo_authorization
 
 
 def count_tokens(text: str) -> int:
@@ -158,6 +164,7 @@ class _Fault:
     drop_after_chunks: int | None = None
     chunk_delay_ms: float = 0.0
     timestamp_chunks: bool = False  # benchmarks: each chunk carries x_sent_ns, the wall clock at sending
+    error_after_chunks: int | None = None  # a stream sends this many chunks, then an error event, and ends
 
 
 @dataclass(slots=True)
@@ -306,6 +313,22 @@ async def _send_json(send: Send, status: int, payload: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _echoed() -> str:
+    received = _RECEIVED_AUTHORIZATION.get()
+    return f" (Authorization: {received})" if received else ""
+
+
+def _echoing(send: Send, received: str) -> Send:
+    """``send`` with the Authorization received added to the answer's headers (echo_authorization)."""
+
+    async def echo(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], (b"x-upstream-authorization", received.encode())]}
+        await send(message)
+
+    return echo
+
+
 async def _drop(send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
     raise _Drop("drop_after_chunks fault")
@@ -325,6 +348,7 @@ class FakeUpstream:
         self._responses: dict[str, _StoredResponse] = {}  # store: true responses, with their input items
         self._faults: dict[str, _Fault] = {}
         self._fail_next_job = False
+        self._echo_authorization = False  # the hostile mode: the Authorization received is echoed back
         self._seen_prompts: dict[str, None] = {}  # insertion-ordered set, oldest evicted first
         self._requests: deque[dict[str, Any]] = deque(maxlen=_MAX_RECORDED)
         self._stats: dict[str, Any] = {}
@@ -393,12 +417,18 @@ class FakeUpstream:
                 req.json = orjson.loads(body)
             except orjson.JSONDecodeError:
                 req.bad_json = True
+        if self._echo_authorization and req.path.startswith("/v1"):
+            received = headers.get("authorization", "")
+            _RECEIVED_AUTHORIZATION.set(received)
+            send = _echoing(send, received)
         try:
             if req.path.startswith("/v1"):
                 self._requests.append({"method": req.method, "path": req.path, "headers": headers, "json": req.json})
                 self._check_key(headers.get("authorization"))
             result = await self._dispatch(req, send)
         except _ApiError as err:
+            if self._echo_authorization:
+                err.payload["error"]["message"] = f"{err.payload['error']['message']}{_echoed()}"
             await _send_json(send, err.status, err.payload)
             return
         if isinstance(result, _Raw):
@@ -494,10 +524,16 @@ class FakeUpstream:
         drop = fault.drop_after_chunks if fault else None
         delay = fault.chunk_delay_ms / 1000 if fault else 0.0
         stamp = fault.timestamp_chunks if fault else False
+        error_after = fault.error_after_chunks if fault else None
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         for i, event in enumerate(events):
             if drop is not None and i >= drop:
                 raise _Drop("drop_after_chunks fault")
+            if error_after is not None and i >= error_after:
+                message = "The server had an error while streaming." + _echoed()
+                error = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(error) + b"\n\n"})
+                return
             if delay and i:
                 await asyncio.sleep(delay)
             if stamp:
@@ -918,7 +954,12 @@ class FakeUpstream:
     # --- models --------------------------------------------------------------------------------------------
 
     async def _list_models(self, req: _Req, send: Send) -> Any:
-        return {"object": "list", "data": list(self._models.values())}
+        models = list(self._models.values())
+        if self._echo_authorization:
+            received = _RECEIVED_AUTHORIZATION.get()
+            echoed = {"id": f"ft:gpt-4o-mini:{received}", "object": "model", "created": 0, "owned_by": received}
+            models.append({**echoed, "shutdown_date": "2030-01-01"})
+        return {"object": "list", "data": models}
 
     async def _get_model(self, req: _Req, send: Send, model_id: str) -> Any:
         if model_id not in self._models:
@@ -1156,11 +1197,13 @@ class FakeUpstream:
         body = req.obj()
         if body.get("fine_tune") == "fail":
             self._fail_next_job = True
+        elif "echo_authorization" in body:
+            self._echo_authorization = body["echo_authorization"] is True
         elif isinstance(body.get("model"), str):
             fault = self._faults.setdefault(body["model"], _Fault())
             if "status" in body:
                 fault.status, fault.times, fault.message = int(body["status"]), body.get("times"), body.get("message")
-            for name in ("delay_ms", "drop_after_chunks", "chunk_delay_ms", "timestamp_chunks"):
+            for name in ("delay_ms", "drop_after_chunks", "chunk_delay_ms", "timestamp_chunks", "error_after_chunks"):
                 if name in body:
                     setattr(fault, name, body[name])
         else:
@@ -1169,11 +1212,16 @@ class FakeUpstream:
 
     def _fault_state(self) -> dict[str, Any]:
         models = {m: {k: v for k, v in asdict(f).items() if v} for m, f in self._faults.items()}
-        return {"models": models, "fine_tune": "fail" if self._fail_next_job else None}
+        return {
+            "models": models,
+            "fine_tune": "fail" if self._fail_next_job else None,
+            "echo_authorization": self._echo_authorization,
+        }
 
     async def _clear_faults(self, req: _Req, send: Send) -> Any:
         self._faults.clear()
         self._fail_next_job = False
+        self._echo_authorization = False
         return self._fault_state()
 
     async def _get_stats(self, req: _Req, send: Send) -> Any:

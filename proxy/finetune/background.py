@@ -29,7 +29,7 @@ from sqlmodel import Session
 
 from tunegate.config import resolve_secret
 from tunegate.proxy.state import Gateway
-from tunegate.proxy.upstream.calls import UpstreamEndpoint, auth_headers
+from tunegate.proxy.upstream.calls import UpstreamEndpoint, auth_headers, redact, redacted
 from tunegate.registry.db import session_scope
 from tunegate.registry.finetune.jobs import Outcome, apply_upstream_job, claim_job, open_job_ids, release_job
 from tunegate.registry.finetune.retirement import load_shutdown_dates, parse_shutdown, record_shutdown_dates
@@ -131,7 +131,7 @@ class FinetunePoller:
             httpx.Timeout(_JOB_TIMEOUT, connect=self.gateway.settings.server.connect_timeout),
         )
         try:
-            body = response.json()
+            body = redacted(response.json())  # what is stored of an upstream's answer holds none of the keys
         except ValueError:
             body = None
         if response.status_code == 404 and isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -154,7 +154,7 @@ class FinetunePoller:
                 response.raise_for_status()
                 models = response.json()["data"]
                 dates = {
-                    model["id"]: day
+                    redact(model["id"]): day  # stored: an upstream's ids without any key
                     for model in models
                     if isinstance(model, dict)
                     and isinstance(model.get("id"), str)

@@ -8,7 +8,6 @@ The routes (``proxy/routes/finetune.py``) read the request, call these and shape
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import anyio.to_thread
@@ -18,7 +17,15 @@ from sqlmodel import Session
 from tunegate.proxy.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamFailed
 from tunegate.proxy.finetune.background import FinetunePoller
 from tunegate.proxy.state import Gateway, read, transaction
-from tunegate.proxy.upstream.calls import UpstreamEndpoint, auth_headers, unreachable
+from tunegate.proxy.upstream.calls import (
+    UpstreamEndpoint,
+    auth_headers,
+    redact,
+    redacted,
+    refused,
+    unreachable,
+    upstream_error,
+)
 from tunegate.registry.aliases import resolve
 from tunegate.registry.errors import Invalid, NotFound
 from tunegate.registry.finetune.events import add_event
@@ -33,7 +40,6 @@ from tunegate.registry.upstreams import list_upstreams
 
 UPLOAD_MODEL = "gpt-3.5-turbo-0613"  # an upload names no model: its tokens are counted for this one
 _SHOWN_ERRORS = 5
-_KEY_LIKE = re.compile(r"\bsk-[^\s'\"]+")
 
 
 # -- the upstream ----------------------------------------------------------------------------------------
@@ -73,25 +79,14 @@ async def call_upstream(
 
 
 def refusal(endpoint: UpstreamEndpoint, response: httpx.Response, what: str) -> GatewayError:
-    """The upstream's 4xx passed on with its message (never its key); its 401/403 concern the gateway's own
-    key, so they and a 5xx become a 502."""
-    try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
-    message = str(error.get("message") or "") if isinstance(error, dict) else ""
-    if endpoint.api_key:
-        message = message.replace(endpoint.api_key, "***")
-    message = _KEY_LIKE.sub("sk-***", message)
+    """The upstream's 4xx passed on with its message (never a key: :func:`refused`); its 401/403 concern the
+    gateway's own key, so they and a 5xx become a 502."""
     status = response.status_code
-    if status in (401, 403):
-        return UpstreamFailed(f"Upstream '{endpoint.name}' did not accept the gateway's credentials for {what}.")
     if status < 400 or status >= 500:
+        message = upstream_error(response.content).message
         detail = f": {message}" if message else ""
         return UpstreamFailed(f"Upstream '{endpoint.name}' answered {status} to {what}{detail}")
-    param = error.get("param") if isinstance(error.get("param"), str) else None
-    code = error.get("code") if isinstance(error.get("code"), str) else None
-    return GatewayError(status, f"Upstream '{endpoint.name}' refused {what}: {message}", param=param, code=code)
+    return refused(endpoint, status, response.content, what)
 
 
 def answer_json(response: httpx.Response, endpoint: UpstreamEndpoint, what: str) -> dict[str, Any]:
@@ -104,7 +99,8 @@ def answer_json(response: httpx.Response, endpoint: UpstreamEndpoint, what: str)
         body = None
     if not isinstance(body, dict):
         raise UpstreamFailed(f"Upstream '{endpoint.name}' answered {what} with something not JSON.", code=None)
-    return body
+    answer: dict[str, Any] = redacted(body)  # stored and shown: an upstream's words without any key
+    return answer
 
 
 async def copy_file(gateway: Gateway, file: FineTuneFile, to: UpstreamEndpoint) -> str:
@@ -258,7 +254,7 @@ class TeamFinetuning:
         response = await call_upstream(gateway, endpoint, "GET", f"/files/{file.upstream_file_id}/content")
         if response.status_code != 200:
             raise refusal(endpoint, response, "reading the file")
-        return response.content, response.headers.get("content-type", "application/octet-stream")
+        return response.content, redact(response.headers.get("content-type", "application/octet-stream"))
 
     async def create_job(
         self, *, body: dict[str, Any], training_id: str, validation_id: str | None, metadata: dict[str, str] | None
