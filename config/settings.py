@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from tunegate.config.names import WILDCARD, alias_name_problem, team_name_problem, upstream_name_problem
 from tunegate.config.prices import PriceTableError, load_prices
@@ -61,6 +61,11 @@ class ServerSettings(_Strict):
 class UsageSettings(_Strict):
     flush_interval: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=200, gt=0)
+    # The keys of a request's `metadata` its usage record keeps (the rest are dropped; none listed: none kept).
+    # At most 16, as OpenAI allows a request; each a name reports can group by as metadata.<key>.
+    metadata_keys: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]] = Field(
+        default_factory=list, max_length=16
+    )
 
 
 class CacheSettings(_Strict):

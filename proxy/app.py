@@ -24,6 +24,7 @@ from tunegate.proxy.routes.finance import FinanceController, TeamUsageController
 from tunegate.proxy.routes.finetune import finetune_route_handlers
 from tunegate.proxy.routes.health import healthz, readyz
 from tunegate.proxy.routes.openai import OpenAIController
+from tunegate.proxy.routes.organization import OrganizationController
 from tunegate.proxy.state import Gateway
 
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             DashboardController,
             FinanceController,
             TeamUsageController,
+            OrganizationController,
             *finetune_route_handlers(settings),
         ],
         lifespan=[lifespan],

@@ -10,13 +10,13 @@ import csv
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, case, cast, func
+from sqlalchemy import BigInteger, case, cast, func, nulls_last
 from sqlmodel import Session, col, select
 
 from tunegate.registry.aliases import AliasSpec, Target
@@ -26,8 +26,11 @@ from tunegate.registry.models import Alias, AliasVersion, FineTuneJob, Team, Usa
 from tunegate.registry.pricing import QUANTUM, PriceTable
 from tunegate.registry.prompt_counts import prompt_tokens
 
-GROUPS = ("team", "alias", "model", "served_by", "day", "kind")
+GROUPS = ("team", "alias", "model", "served_by", "day", "kind", "key", "user", "endpoint", "metadata.<key>")
+METADATA = "metadata."  # group_by=metadata.<key>: a key of the requests' metadata (kept: usage.metadata_keys)
+KEY_PREFIX = "key_"  # a gateway key's id as reports and the organization API name it: key_<id>
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_METADATA_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _PER = Decimal(1_000_000)
 
 _COLUMNS: dict[str, Any] = {
@@ -37,7 +40,35 @@ _COLUMNS: dict[str, Any] = {
     "served_by": col(UsageRecord.served_by),
     "day": col(UsageRecord.day),
     "kind": col(UsageRecord.kind),
+    "key": col(UsageRecord.key_id),
+    "user": col(UsageRecord.end_user),
+    "endpoint": col(UsageRecord.endpoint),
 }
+
+
+def key_label(key_id: int | None) -> str | None:
+    return None if key_id is None else f"{KEY_PREFIX}{key_id}"
+
+
+def parse_key_id(value: str, param: str) -> int:
+    """A key id as reports write it (``key_7``) or as the admin API does (``7``)."""
+    digits = value.removeprefix(KEY_PREFIX)
+    if not digits.isdigit() or len(digits) > 18:
+        raise Invalid(f"'{param}' must name a key as key_<id> (e.g. key_7), got '{value}'", param=param)
+    return int(digits)
+
+
+def metadata_column(key: str, param: str = "group_by") -> Any:
+    """The value of one key of the records' kept metadata (NULL where a record has none)."""
+    if not _METADATA_KEY.fullmatch(key):
+        raise Invalid(f"'{param}' names a metadata key that cannot be one: '{key}'", param=param)
+    return col(UsageRecord.request_metadata)[key].as_string()
+
+
+def _column(name: str) -> Any:
+    if name.startswith(METADATA):
+        return metadata_column(name[len(METADATA) :])
+    return _COLUMNS[name]
 
 
 def parse_day(value: str | None, param: str) -> date | None:
@@ -75,7 +106,9 @@ def parse_group_by(value: str | None, default: Sequence[str]) -> tuple[str, ...]
     if not names:
         raise Invalid(f"'group_by' names no field; use some of: {', '.join(GROUPS)}", param="group_by")
     for name in names:
-        if name not in GROUPS:
+        if name.startswith(METADATA):
+            metadata_column(name[len(METADATA) :])
+        elif name not in _COLUMNS:
             raise Invalid(f"'group_by' has unknown field '{name}'; use some of: {', '.join(GROUPS)}", param="group_by")
     if len(set(names)) != len(names):
         raise Invalid("'group_by' names a field twice", param="group_by")
@@ -121,7 +154,7 @@ class UsageReport:
     start: date
     end: date
     group_by: tuple[str, ...]
-    rows: list[tuple[dict[str, str], Totals]]
+    rows: list[tuple[dict[str, str | None], Totals]]  # a record without the key, user or metadata: None
     totals: Totals
 
     def as_json(self) -> dict[str, Any]:
@@ -140,7 +173,7 @@ class UsageReport:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([*self.group_by, *MEASURES])
         for keys, totals in self.rows:
-            writer.writerow([*(keys[g] for g in self.group_by), *totals.as_json().values()])
+            writer.writerow([*(keys[g] or "" for g in self.group_by), *totals.as_json().values()])
         blanks = [""] * max(0, len(self.group_by) - 1)
         writer.writerow(["total", *blanks, *self.totals.as_json().values()])
         return out.getvalue()
@@ -176,9 +209,14 @@ def usage_report(
     team: str | None = None,
     alias: str | None = None,
     model: str | None = None,
+    key_id: int | None = None,
+    user: str | None = None,
+    endpoint: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> UsageReport:
-    """Usage between ``start`` and ``end`` (inclusive days), summed per distinct ``group_by`` values."""
-    keys = [_COLUMNS[name] for name in group_by]
+    """Usage between ``start`` and ``end`` (inclusive days), summed per distinct ``group_by`` values (a record
+    whose key, user or metadata key is missing makes a group of its own, labelled None)."""
+    keys = [_column(name) for name in group_by]
     query = (
         select(*keys, *_measures())
         .join(Team, col(Team.id) == col(UsageRecord.team_id))
@@ -192,8 +230,16 @@ def usage_report(
         query = query.where(col(UsageRecord.alias) == alias)
     if model is not None:
         query = query.where(col(UsageRecord.model) == model)
+    if key_id is not None:
+        query = query.where(col(UsageRecord.key_id) == key_id)
+    if user is not None:
+        query = query.where(col(UsageRecord.end_user) == user)
+    if endpoint is not None:
+        query = query.where(col(UsageRecord.endpoint) == endpoint)
+    for name, value in (metadata or {}).items():
+        query = query.where(metadata_column(name, f"{METADATA}{name}") == value)
     if keys:
-        query = query.group_by(*keys).order_by(*keys)
+        query = query.group_by(*keys).order_by(*(nulls_last(key) for key in keys))  # None last on both databases
     rows = []
     total = Totals()
     for row in session.exec(query).all():
@@ -201,13 +247,17 @@ def usage_report(
         if not keys and values[0] is None:
             break  # no records at all: SUM over nothing
         totals = _totals(values[len(keys) :])
-        labels = {name: _label(value) for name, value in zip(group_by, values[: len(keys)], strict=True)}
+        labels = {name: _label(name, value) for name, value in zip(group_by, values[: len(keys)], strict=True)}
         rows.append((labels, totals))
         total += totals
     return UsageReport(start, end, tuple(group_by), rows, total)
 
 
-def _label(value: Any) -> str:
+def _label(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if name == "key":
+        return key_label(int(value))
     return value.isoformat() if isinstance(value, date) else str(value)
 
 

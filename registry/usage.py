@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
@@ -61,6 +61,31 @@ class Usage:
 
 
 COLUMNS = tuple(field.name for field in fields(Usage))
+
+MAX_USER = 256  # characters of a request's `user` kept
+MAX_METADATA_VALUE = 512  # characters of a metadata value kept (OpenAI's own limit on a request)
+
+
+def kept_user(user: object) -> str | None:
+    """The request's ``user`` as its record keeps it: a string, its first 256 characters; anything else: none."""
+    return user[:MAX_USER] if isinstance(user, str) and user else None
+
+
+def kept_metadata(metadata: object, keys: Collection[str]) -> dict[str, str] | None:
+    """The request's ``metadata`` as its record keeps it: only ``keys`` (the config's ``usage.metadata_keys``, at
+    most 16), each value a string of at most 512 characters (a number or boolean written as text); none: None."""
+    if not keys or not isinstance(metadata, dict):
+        return None
+    kept = {}
+    for key in keys:
+        value = metadata.get(key)
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int | float):
+            value = str(value)
+        if isinstance(value, str):
+            kept[key] = value[:MAX_METADATA_VALUE]
+    return kept or None
 
 
 def insert_usage(db: Session | Connection, records: Sequence[Usage]) -> None:

@@ -41,7 +41,7 @@ async def model_call(state: Gateway, request: Request[Any, Any, Any], path: str)
     exchange = Exchange(caller, endpoint, path, alias, body)
 
     def spent(attempt: Attempt, outcome: Outcome) -> None:  # record usage: when the answer (or stream) ends
-        state.record(usage_record(exchange, attempt, outcome))
+        state.record(usage_record(exchange, attempt, outcome, metadata_keys=state.settings.usage.metadata_keys))
 
     with state.budgets.calling():
         quota = await state.budgets.admit(caller)  # a 429 before anything is spent

@@ -4,15 +4,19 @@ estimate with the model's own encoding), the prompt tokens injected and saved, t
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome
 from tunegate.registry.models import utcnow
 from tunegate.registry.tokens import count_messages, count_text
-from tunegate.registry.usage import Usage
+from tunegate.registry.usage import Usage, kept_metadata, kept_user
 
 
-def usage_record(exchange: Exchange, attempt: Attempt, outcome: Outcome) -> Usage:
-    """The record of ``exchange`` answered by ``attempt`` (costed when it is kept: :meth:`Gateway.record`)."""
+def usage_record(
+    exchange: Exchange, attempt: Attempt, outcome: Outcome, *, metadata_keys: Collection[str] = ()
+) -> Usage:
+    """The record of ``exchange`` answered by ``attempt`` (costed when it is kept: :meth:`Gateway.record`), with the
+    request's ``user`` and the ``metadata_keys`` of its ``metadata`` (the config's ``usage.metadata_keys``)."""
     prompt = completion = cached = 0
     usage = outcome.usage
     if usage:
@@ -33,6 +37,8 @@ def usage_record(exchange: Exchange, attempt: Attempt, outcome: Outcome) -> Usag
         endpoint=exchange.endpoint,
         team_id=exchange.caller.team_id,
         key_id=exchange.caller.key_id,
+        end_user=kept_user(exchange.body.get("user")),
+        request_metadata=kept_metadata(exchange.body.get("metadata"), metadata_keys),
         alias=exchange.alias.name,
         alias_version=exchange.alias.version,
         upstream=attempt.upstream.name,

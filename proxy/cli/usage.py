@@ -18,12 +18,22 @@ from tunegate.proxy.cli.output import table
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = common_options()
     usage = sub.add_parser("usage", help="usage and cost: tokens and USD per team, alias, model, day", parents=[common])
-    usage.add_argument("--by", default="team", help="group by some of team,alias,model,served_by,day,kind")
+    usage.add_argument(
+        "--by",
+        default="team",
+        help="group by some of team,alias,model,served_by,day,kind,key,user,endpoint,metadata.<key>",
+    )
     usage.add_argument("--since", help="first day, YYYY-MM-DD (default: the first of --until's month)")
     usage.add_argument("--until", help="last day, inclusive (default: the end of the current month)")
     usage.add_argument("--team")
     usage.add_argument("--alias")
     usage.add_argument("--model")
+    usage.add_argument("--key", help="one key's requests: key_<id> (or the id)")
+    usage.add_argument("--user", help="one end user's requests (the request's `user`)")
+    usage.add_argument("--endpoint", help="chat.completions, completions, embeddings ...")
+    usage.add_argument(
+        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="requests whose metadata has it"
+    )
     usage.add_argument("--csv", action="store_true", help="CSV as the gateway serves it (rows, then a totals row)")
     usage.set_defaults(run=runner(usage_report))
     usage_sub = usage.add_subparsers(dest="usage_command", metavar="savings")
@@ -67,7 +77,21 @@ def _range(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def usage_report(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
-    params = {"group_by": args.by, "team": args.team, "alias": args.alias, "model": args.model, **_range(args)}
+    params = {
+        "group_by": args.by,
+        "team": args.team,
+        "alias": args.alias,
+        "model": args.model,
+        "key": args.key,
+        "user": args.user,
+        "endpoint": args.endpoint,
+        **_range(args),
+    }
+    for pair in args.metadata:
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            raise UsageError(f"--metadata takes KEY=VALUE, got '{pair}'")
+        params[f"metadata.{name}"] = value
     if args.csv:
         if args.json:
             raise UsageError("--csv and --json exclude each other")
@@ -76,12 +100,16 @@ def usage_report(args: argparse.Namespace, client: AdminClient) -> tuple[Any, st
     groups: list[str] = report["group_by"]
     totals = report["totals"]
     measures = list(totals)  # the report's figures, in the gateway's order
-    rows = [[row[g] for g in groups] + [row[m] for m in measures] for row in report["data"]]
+    rows = [[_label(row[g]) for g in groups] + [row[m] for m in measures] for row in report["data"]]
     rows.append(["total", *[""] * (len(groups) - 1), *(totals[m] for m in measures)])
     text = f"usage {report['from']} .. {report['to']}\n" + table([*groups, *measures], rows)
     if totals["unpriced_requests"]:
         text += f"\n{totals['unpriced_requests']} request(s) had no price and are costed at 0: see the price table"
     return report, text
+
+
+def _label(value: Any) -> Any:
+    return "-" if value is None else value  # a record without that key, user or metadata
 
 
 def _csv(client: AdminClient, params: dict[str, Any]) -> str:

@@ -24,11 +24,20 @@ from tunegate.proxy.state import read as read_session
 from tunegate.proxy.state import write as write_session
 from tunegate.registry.budgets import budget_status, clear_budget, list_rate_limits, set_budget, set_rate_limit
 from tunegate.registry.errors import Invalid
-from tunegate.registry.reports import parse_day, parse_group_by, parse_range, savings, usage_report
+from tunegate.registry.reports import (
+    METADATA,
+    parse_day,
+    parse_group_by,
+    parse_key_id,
+    parse_range,
+    savings,
+    usage_report,
+)
 
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
 _MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+_GROUPS = "team,alias,model,served_by,day,kind,key,user,endpoint,metadata.<key>"
 
 
 async def _read(request: AnyRequest, work: Callable[[Session], T]) -> T:
@@ -38,6 +47,19 @@ async def _read(request: AnyRequest, work: Callable[[Session], T]) -> T:
 async def _write(request: AnyRequest, work: Callable[[Session, str], T]) -> T:
     actor: str = request.state.actor
     return await write_session(gateway_of(request), lambda session: work(session, actor))
+
+
+def _filters(request: AnyRequest, key: str | None, user: str | None, endpoint: str | None) -> dict[str, Any]:
+    """The report's filters below the team: ``key`` (key_<id>), ``user``, ``endpoint`` and ``metadata.<key>=value``."""
+    metadata = {
+        name[len(METADATA) :]: value for name, value in request.query_params.items() if name.startswith(METADATA)
+    }
+    return {
+        "key_id": parse_key_id(key, "key") if key else None,
+        "user": user or None,
+        "endpoint": endpoint or None,
+        "metadata": metadata,
+    }
 
 
 def _report(
@@ -93,11 +115,14 @@ class FinanceController(Controller):
         request: AnyRequest,
         start: str | None = Parameter(query="from", default=None, description="first day, YYYY-MM-DD"),
         end: str | None = Parameter(query="to", default=None, description="last day (inclusive), YYYY-MM-DD"),
-        group_by: str | None = Parameter(default=None, description="team,alias,model,served_by,day,kind"),
+        group_by: str | None = Parameter(default=None, description=_GROUPS),
         output: str | None = Parameter(query="format", default=None, description="json (default) or csv"),
         team: str | None = Parameter(default=None),
         alias: str | None = Parameter(default=None),
         model: str | None = Parameter(default=None),
+        key: str | None = Parameter(default=None, description="one key's requests: key_<id>"),
+        user: str | None = Parameter(default=None, description="one end user's requests (the request's `user`)"),
+        endpoint: str | None = Parameter(default=None, description="chat.completions, completions, embeddings..."),
     ) -> Response[bytes]:
         work = _report(
             request,
@@ -109,6 +134,7 @@ class FinanceController(Controller):
             team=team,
             alias=alias,
             model=model,
+            **_filters(request, key, user, endpoint),
         )
         return await _read(request, work)
 
@@ -152,7 +178,9 @@ class FinanceController(Controller):
         return {"scope": "team", "team": team, "key_id": None, "rpm": data.rpm, "tpm": data.tpm}
 
     @put("/limits/keys/{key_id:int}", guards=[admin_guard])
-    async def set_key_limit(self, request: AnyRequest, key_id: int, data: RateSet) -> dict[str, Any]:
+    async def set_key_limit(
+        self, request: AnyRequest, data: RateSet, key_id: int = Parameter(ge=1, le=2**31 - 1)
+    ) -> dict[str, Any]:
         limit = await _write(
             request,
             lambda s, actor: set_rate_limit(session=s, key_id=key_id, rpm=data.rpm, tpm=data.tpm, actor=actor),
@@ -189,10 +217,13 @@ class TeamUsageController(Controller):
         request: AnyRequest,
         start: str | None = Parameter(query="from", default=None, description="first day, YYYY-MM-DD"),
         end: str | None = Parameter(query="to", default=None, description="last day (inclusive), YYYY-MM-DD"),
-        group_by: str | None = Parameter(default=None, description="team,alias,model,served_by,day,kind"),
+        group_by: str | None = Parameter(default=None, description=_GROUPS),
         output: str | None = Parameter(query="format", default=None, description="json (default) or csv"),
         alias: str | None = Parameter(default=None),
         model: str | None = Parameter(default=None),
+        key: str | None = Parameter(default=None, description="one key's requests: key_<id>"),
+        user: str | None = Parameter(default=None, description="one end user's requests (the request's `user`)"),
+        endpoint: str | None = Parameter(default=None, description="chat.completions, completions, embeddings..."),
     ) -> Response[bytes]:
         caller = await reader(gateway_of(request).keys, request.headers.get("authorization"))
         work = _report(
@@ -205,5 +236,6 @@ class TeamUsageController(Controller):
             team_id=caller.team_id,
             alias=alias,
             model=model,
+            **_filters(request, key, user, endpoint),
         )
         return await _read(request, work)

@@ -55,6 +55,8 @@ def records(prefix: str, team_id: int, key_id: int) -> list[Usage]:
         endpoint="chat.completions",
         team_id=team_id,
         key_id=key_id,
+        end_user="旅客-" + "x" * 250,  # 256 characters, the most kept
+        request_metadata={"app": "登机口 kiosk", "feature": 'gates "D"'},
         alias="浦东-support",
         upstream="openai",
         model="ft:gpt-3.5-turbo-0613:pudong::8abc123",
@@ -79,6 +81,8 @@ def records(prefix: str, team_id: int, key_id: int) -> list[Usage]:
         endpoint="embeddings",
         team_id=team_id,
         key_id=None,
+        end_user="",
+        request_metadata={},
         alias="登机口-问答",
         upstream="本地",
         model="text-embedding-3-small",
@@ -146,6 +150,12 @@ def assert_the_rows_users_see(rows: list[dict[str, Any]], key_id: int) -> None:
     assert (first["day"], first["alias"], first["key_id"]) == (date(2026, 11, 3), "浦东-support", key_id)
     assert first["cost_usd"] == Decimal("0.00008100")
     assert (first["partial"], first["priced"], first["ttft_ms"], first["canary_weight"]) == (True, False, None, 10)
+    assert (first["end_user"], first["request_metadata"]) == (
+        "旅客-" + "x" * 250,
+        {"app": "登机口 kiosk", "feature": 'gates "D"'},
+    )
+    assert (shanghai["end_user"], shanghai["request_metadata"], training["end_user"]) == ("", {}, None)
+    assert training["request_metadata"] is None
     assert shanghai["created_at"] == datetime(2026, 11, 3, 17, 0, tzinfo=UTC)
     assert (shanghai["alias"], shanghai["upstream"], shanghai["key_id"]) == ("登机口-问答", "本地", None)
     assert (shanghai["latency_ms"], shanghai["ttft_ms"], shanghai["cost_usd"]) == (0.125, 3.75, Decimal(0))
