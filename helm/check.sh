@@ -45,6 +45,7 @@ refuses --set replicaCount=three "replicaCount: Invalid type. Expected: integer"
 refuses --set replicaCuont=3 "Additional property replicaCuont is not allowed"
 refuses --set config.database.url=postgresql://u:p@db/tunegate "config: Additional property database is not allowed"
 refuses --set config.upstreams.openai.api_key=sk-plain "api_key"
+refuses --set log.format=xml "log.format must be one of the following"
 refuses --set terminationGracePeriodSeconds=5 "must be longer than shutdown.drainSeconds"
 
 # And what it must render: one replica on SQLite has a PersistentVolumeClaim and no migration Job (it migrates as

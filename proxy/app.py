@@ -14,6 +14,7 @@ from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from tunegate.config import Settings
+from tunegate.proxy.access_log import AccessLog
 from tunegate.proxy.calls.endpoint import MODEL_CALLS, model_call
 from tunegate.proxy.dashboard import DashboardController
 from tunegate.proxy.errors import handle_exception
@@ -62,8 +63,9 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="tunegate", version="0.1.0", path="/schema"),
         debug=False,
+        logging_config=None,  # the process's logging is proxy.serving.configure_logging's (text or JSON)
     )
-    app.asgi_handler = ModelCalls(app, gw)
+    app.asgi_handler = AccessLog(ModelCalls(app, gw))  # a line per request (proxy.access_log)
     return app
 
 

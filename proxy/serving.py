@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from tunegate.config import Settings, UpstreamSettings, load_settings
@@ -53,10 +54,46 @@ def _prepare_in_child(settings: Settings) -> None:
         engine.dispose()
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+LOG_FORMAT_ENV = "TUNEGATE_LOG_FORMAT"  # `serve --log-format` sets it for its workers; a container may set it
+LOG_LEVEL_ENV = "TUNEGATE_LOG_LEVEL"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC), level, logger, and the message, or an access line's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record.msg, "fields", None)  # an access line (proxy.access_log.Line): its fields as keys
+        if isinstance(fields, dict):
+            entry.update(fields)
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(log_format: str | None = None, level: str | None = None) -> None:
+    """The process's log on stderr: ``text`` or ``json`` lines (else $TUNEGATE_LOG_FORMAT, else text) at ``level``
+    (else $TUNEGATE_LOG_LEVEL, else info); the access log (proxy.access_log) is its INFO lines."""
+    log_format = log_format or os.environ.get(LOG_FORMAT_ENV) or "text"
+    level = level or os.environ.get(LOG_LEVEL_ENV) or "info"
+    if log_format not in LOG_FORMATS or level not in LOG_LEVELS:
+        raise ValueError(f"log format {log_format!r} / level {level!r}: use one of {LOG_FORMATS} / {LOG_LEVELS}")
+    handler = logging.StreamHandler()
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JsonFormatter() if log_format == "json" else text)
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # httpx logs every upstream request at INFO: a line (and its URL) per request on the hot path.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
@@ -70,7 +107,16 @@ def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
         loop = "asyncio"
     # ws="none": the gateway serves no WebSocket, and uvicorn would import the websockets package (2.2 MiB).
     return uvicorn.Config(
-        app, host=host, port=port, loop=loop, http="httptools", ws="none", log_level="info", access_log=False, **extra
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        http="httptools",
+        ws="none",
+        log_config=None,  # uvicorn's records go through configure_logging's handler (JSON too); its access log is off
+        log_level=logging.getLevelName(logging.root.level).lower(),
+        access_log=False,
+        **extra,
     )
 
 

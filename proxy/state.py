@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from tunegate.config import Settings, resolve_secret
+from tunegate.proxy import access_log
 from tunegate.proxy.auth import Keys
 from tunegate.proxy.calls.budgets import Budgets
 from tunegate.proxy.errors import UpstreamFailed, model_not_found
@@ -159,6 +160,7 @@ class Gateway:
             record.cost_usd, record.priced = cost.usd, cost.priced  # costed once: the writer stores this figure
         self.usage.submit(record)
         self.budgets.charge(record)
+        access_log.model_call(record, self.metrics._known.team(record.team_id))  # team: None until metrics know it
 
 
 T = TypeVar("T")

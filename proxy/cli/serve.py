@@ -15,6 +15,10 @@ from typing import Any
 from tunegate.config import ConfigError, Settings, load_settings
 from tunegate.proxy.serving import (
     DEMO_UPSTREAM_ENV,
+    LOG_FORMAT_ENV,
+    LOG_FORMATS,
+    LOG_LEVEL_ENV,
+    LOG_LEVELS,
     PREPARED_ENV,
     WORKER_APP,
     PreparingApart,
@@ -39,6 +43,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=1,
         help="worker processes (default 1); the database is migrated and the file applied once, before they start",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (default) or json: one JSON object a line, the access log's fields as keys ($TUNEGATE_LOG_FORMAT)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="info (default) includes the access log, a line per request; warning leaves it out ($TUNEGATE_LOG_LEVEL)",
     )
     serve.add_argument(
         "--demo",
@@ -112,7 +126,14 @@ def _ensure_demo_key(engine: Any, settings: Settings) -> str | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    configure_logging()
+    try:
+        configure_logging(args.log_format, args.log_level)
+    except ValueError as exc:  # a bad $TUNEGATE_LOG_FORMAT or $TUNEGATE_LOG_LEVEL (the flags are checked)
+        print(f"tunegate: {exc}", file=sys.stderr)
+        return 2
+    for name, value in ((LOG_FORMAT_ENV, args.log_format), (LOG_LEVEL_ENV, args.log_level)):
+        if value:
+            os.environ[name] = value  # the workers of --workers N log as this process does
     lean_serving_process()
     settings = load_or_exit(args.config)
     if args.workers < 1:
