@@ -232,6 +232,8 @@ class FineTuneJob(SQLModel, table=True):
     alias_id: int | None = Field(default=None, foreign_key="alias.id")  # metadata.tunegate_alias, resolved
     alias: str | None = Field(default=None, max_length=128)
     client_metadata: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # The fine-tuning method as the client gave it ({"type": "dpo", "dpo": {...}}); None: supervised.
+    method: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     status: str = Field(max_length=32, index=True)
     fine_tuned_model: str | None = Field(default=None, max_length=256)
     trained_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))

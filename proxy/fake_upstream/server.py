@@ -1067,6 +1067,7 @@ class FakeUpstream:
                 raise _ApiError(400, f"invalid {param}: {body[param]}", param=param)
         method: dict[str, Any] = body["method"] if isinstance(body.get("method"), dict) else {"type": "supervised"}
         kind = method.get("type", "supervised")
+        settings: dict[str, Any] = method.get(kind) or {}  # echoed in the job's method, hyperparameters resolved
         hyper: Any = body.get("hyperparameters") or (method.get(kind) or {}).get("hyperparameters") or {}
         if not isinstance(hyper, dict):
             raise _ApiError(400, "Invalid 'hyperparameters'.", param="hyperparameters", code="invalid_type")
@@ -1106,7 +1107,10 @@ class FakeUpstream:
             "metadata": body.get("metadata"),
             "estimated_finish": None,
             "integrations": [],
-            "method": {"type": kind, kind: {**(method.get(kind) or {}), "hyperparameters": hyper}},
+            "method": {
+                "type": kind,
+                kind: {**settings, "hyperparameters": {**(settings.get("hyperparameters") or {}), **hyper}},
+            },
         }
         job = _Job(obj, self._fail_next_job, tokens, examples)
         self._fail_next_job = False

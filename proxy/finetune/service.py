@@ -29,11 +29,18 @@ from tunegate.proxy.upstream.calls import (
 from tunegate.registry.aliases import resolve
 from tunegate.registry.errors import Invalid, NotFound
 from tunegate.registry.finetune.events import add_event
-from tunegate.registry.finetune.files import delete_file, get_file, record_file, training_price, usable_training_file
-from tunegate.registry.finetune.jobs import TERMINAL_STATUSES, Outcome, apply_upstream_job, create_job, get_job
+from tunegate.registry.finetune.files import delete_file, get_file, record_file, training_price
+from tunegate.registry.finetune.jobs import (
+    TERMINAL_STATUSES,
+    Outcome,
+    apply_upstream_job,
+    create_job,
+    get_job,
+    trainable_file,
+)
 from tunegate.registry.finetune.promotion import ALIAS_KEY, canary_weight
 from tunegate.registry.finetune.retirement import today
-from tunegate.registry.finetune.validation import ValidationReport, validate_jsonl
+from tunegate.registry.finetune.validation import Method, ValidationReport, validate_any_method
 from tunegate.registry.models import Alias, FineTuneFile, FineTuneJob
 from tunegate.registry.teams import Caller
 from tunegate.registry.upstreams import list_upstreams
@@ -123,7 +130,7 @@ async def copy_file(gateway: Gateway, file: FineTuneFile, to: UpstreamEndpoint) 
 
 def validate_upload(content: bytes, gateway: Gateway) -> ValidationReport:
     price = training_price(gateway.prices, UPLOAD_MODEL, today())
-    return validate_jsonl(content, model=UPLOAD_MODEL, training_price_per_1m=price)
+    return validate_any_method(content, model=UPLOAD_MODEL, training_price_per_1m=price)  # a job names the method
 
 
 def broken_file(report: ValidationReport) -> GatewayError:
@@ -143,13 +150,15 @@ def broken_file(report: ValidationReport) -> GatewayError:
 # -- jobs ------------------------------------------------------------------------------------------------
 
 
-def _training_file(session: Session, team_id: int, file_id: str, param: str, *, needs_examples: bool) -> FineTuneFile:
+def _training_file(
+    session: Session, team_id: int, file_id: str, param: str, *, method: Method, needs_examples: bool
+) -> FineTuneFile:
     try:
         file = get_file(session=session, team_id=team_id, file_id=file_id, param=param)
     except NotFound:
         # OpenAI's answer for a file that is not there; another team's file is not there for this team.
         raise Invalid(f"invalid {param}: {file_id}", param=param) from None
-    usable_training_file(file, param=param, needs_examples=needs_examples)
+    trainable_file(file, method=method, param=param, needs_examples=needs_examples)
     return file
 
 
@@ -257,18 +266,30 @@ class TeamFinetuning:
         return response.content, redact(response.headers.get("content-type", "application/octet-stream"))
 
     async def create_job(
-        self, *, body: dict[str, Any], training_id: str, validation_id: str | None, metadata: dict[str, str] | None
+        self,
+        *,
+        body: dict[str, Any],
+        training_id: str,
+        validation_id: str | None,
+        metadata: dict[str, str] | None,
+        method: dict[str, Any] | None = None,
     ) -> FineTuneJob:
         """Start the job ``body`` asks for at the upstream it runs on (copying its files there if they are
-        elsewhere), and record it. ``body`` is the client's request, passed on without the gateway's metadata."""
+        elsewhere), and record it. ``body`` is the client's request, passed on without the gateway's metadata;
+        ``method`` its checked ``method`` (None: supervised), whose format the files must have."""
         gateway, caller = self.gateway, self.caller
         canary_weight(metadata)  # a bad tunegate_canary is refused before anything is spent
         alias_name = (metadata or {}).get(ALIAS_KEY)
+        kind: Method = (method or {}).get("type") or "supervised"
 
         def prepare(session: Session) -> tuple[FineTuneFile, FineTuneFile | None, Alias | None, str | None]:
-            training = _training_file(session, caller.team_id, training_id, "training_file", needs_examples=True)
+            training = _training_file(
+                session, caller.team_id, training_id, "training_file", method=kind, needs_examples=True
+            )
             validation = (
-                _training_file(session, caller.team_id, validation_id, "validation_file", needs_examples=False)
+                _training_file(
+                    session, caller.team_id, validation_id, "validation_file", method=kind, needs_examples=False
+                )
                 if validation_id
                 else None
             )
@@ -318,6 +339,7 @@ class TeamFinetuning:
                 alias=alias,
                 client_metadata=metadata,
                 actor=self.actor,
+                method=method,
             )
 
         return await transaction(gateway, record)

@@ -31,10 +31,11 @@ from tunegate.registry.aliases import get_alias
 from tunegate.registry.errors import Invalid
 from tunegate.registry.finetune.events import job_events
 from tunegate.registry.finetune.files import PURPOSES, get_file, list_files
-from tunegate.registry.finetune.jobs import get_job, list_jobs
+from tunegate.registry.finetune.jobs import get_job, list_jobs, method_object, method_type
 from tunegate.registry.finetune.lineage import alias_lineage, job_summary, list_external_models, register_external_model
 from tunegate.registry.finetune.promotion import promote
 from tunegate.registry.finetune.retirement import retirements, today
+from tunegate.registry.finetune.validation import METHODS
 from tunegate.registry.models import Alias, ExternalModel, FineTuneFile, FineTuneJob, FineTuneJobEvent
 from tunegate.registry.teams import Caller, get_team
 
@@ -95,6 +96,7 @@ def job_object(job: FineTuneJob) -> dict[str, Any]:
         trained_tokens=job.trained_tokens,
         error=error,
         metadata=job.client_metadata or None,
+        method=_shown_method(job),
     )
     obj.setdefault("created_at", _timestamp(job.created_at))
     if obj.get("finished_at") is None:
@@ -102,6 +104,14 @@ def job_object(job: FineTuneJob) -> dict[str, Any]:
     for key, default in (("organization_id", "tunegate"), ("result_files", []), ("hyperparameters", {}), ("seed", 0)):
         obj.setdefault(key, default)
     return obj
+
+
+def _shown_method(job: FineTuneJob) -> dict[str, Any]:
+    """The upstream's ``method`` when it shows the one asked for (with its defaults filled in), else ours."""
+    shown = job.detail.get("method")
+    if isinstance(shown, dict) and shown.get("type") == method_type(job):
+        return shown
+    return method_object(job)
 
 
 def event_object(event: FineTuneJobEvent) -> dict[str, Any]:
@@ -225,6 +235,53 @@ def _metadata(body: dict[str, Any]) -> dict[str, str] | None:
     return metadata
 
 
+def _method(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's ``method`` as OpenAI defines it, checked: ``{"type": T, T: {"hyperparameters": {...}}}``,
+    a reinforcement method with its ``grader``. None when the request names none (supervised)."""
+    method = body.get("method")
+    if method is None:
+        return None
+    if not isinstance(method, dict):
+        raise InvalidRequest("Invalid type for 'method': expected an object.", param="method")
+    kind = method.get("type")
+    if kind is None:
+        raise MissingParameter("Missing required parameter: 'method.type'.", param="method.type")
+    if kind not in METHODS:
+        raise InvalidRequest(
+            f"Invalid value for 'method.type': {kind!r}. Supported values are: 'supervised', 'dpo', "
+            "and 'reinforcement'.",
+            param="method.type",
+        )
+    for key in method:
+        if key not in ("type", *METHODS):
+            raise InvalidRequest(f"Unrecognized parameter: 'method.{key}'.", param=f"method.{key}")
+        if key in METHODS and key != kind:
+            raise InvalidRequest(
+                f"'method.{key}' was given for a method of type '{kind}': its settings go in 'method.{kind}'.",
+                param=f"method.{key}",
+            )
+    settings = method.get(kind)
+    if settings is None and kind != "reinforcement":
+        return method
+    if settings is None:
+        settings = {}  # a reinforcement method without its settings: refused below for its missing grader
+    if not isinstance(settings, dict):
+        raise InvalidRequest(f"Invalid type for 'method.{kind}': expected an object.", param=f"method.{kind}")
+    hyperparameters = settings.get("hyperparameters")
+    if hyperparameters is not None and not isinstance(hyperparameters, dict):
+        raise InvalidRequest(
+            f"Invalid type for 'method.{kind}.hyperparameters': expected an object.",
+            param=f"method.{kind}.hyperparameters",
+        )
+    if kind == "reinforcement" and not isinstance(settings.get("grader"), dict):
+        raise MissingParameter(
+            "Missing required parameter: 'method.reinforcement.grader' (an object: the grader that scores the "
+            "model's answers).",
+            param="method.reinforcement.grader",
+        )
+    return method
+
+
 class FineTuningController(Controller):
     path = "/v1/fine_tuning/jobs"
     tags = ["openai"]  # noqa: RUF012
@@ -239,7 +296,11 @@ class FineTuningController(Controller):
         if validation_id is not None and not isinstance(validation_id, str):
             raise InvalidRequest("Invalid value for 'validation_file'.", param="validation_file")
         job = await finetuning.create_job(
-            body=body, training_id=training_id, validation_id=validation_id, metadata=_metadata(body)
+            body=body,
+            training_id=training_id,
+            validation_id=validation_id,
+            metadata=_metadata(body),
+            method=_method(body),
         )
         return json_response(200, orjson.dumps(job_object(job)))
 

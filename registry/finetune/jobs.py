@@ -19,8 +19,9 @@ from tunegate.registry.costing import to_e8
 from tunegate.registry.counters import charge, month_of
 from tunegate.registry.errors import Invalid, NotFound
 from tunegate.registry.finetune.events import add_event
-from tunegate.registry.finetune.files import exposed_id
+from tunegate.registry.finetune.files import exposed_id, usable_training_file
 from tunegate.registry.finetune.promotion import canary_weight, promote_finished
+from tunegate.registry.finetune.validation import Method, unfit_for
 from tunegate.registry.models import Alias, FineTuneFile, FineTuneJob, utcnow
 from tunegate.registry.pricing import PriceTable
 from tunegate.registry.usage import Usage, insert_usage
@@ -56,6 +57,7 @@ def create_job(
     alias: Alias | None,
     client_metadata: dict[str, Any] | None,
     actor: str,
+    method: dict[str, Any] | None = None,
 ) -> FineTuneJob:
     upstream_id = str(upstream_job.get("id") or "")
     if not upstream_id:
@@ -73,6 +75,7 @@ def create_job(
         alias_id=alias.id if alias else None,
         alias=alias.name if alias else None,
         client_metadata=client_metadata,
+        method=method,
         status=str(upstream_job.get("status") or "validating_files"),
         canary_weight=canary_weight(client_metadata),
         detail=upstream_job,
@@ -86,9 +89,31 @@ def create_job(
         job_id=job.id,
         status=job.status,
         message=f"Created fine-tuning job {job.id}{bound} on upstream '{upstream}' by {actor}: model {job.model}, "
-        f"training file {training_file.id} (sha256 {training_file.sha256[:12]}…)",
+        f"method {method_type(job)}, training file {training_file.id} (sha256 {training_file.sha256[:12]}…)",
     )
     return job
+
+
+def method_type(job: FineTuneJob) -> Method:
+    """The job's method: what the client asked for, supervised when it named none."""
+    kind = (job.method or {}).get("type")
+    return kind if kind in ("dpo", "reinforcement") else "supervised"
+
+
+def method_object(job: FineTuneJob) -> dict[str, Any]:
+    """The job's ``method`` as OpenAI shows it: the type, and that type's settings (an object, maybe empty)."""
+    kind = method_type(job)
+    settings = (job.method or {}).get(kind)
+    return {"type": kind, kind: settings if isinstance(settings, dict) else {}}
+
+
+def trainable_file(file: FineTuneFile, *, method: Method, param: str, needs_examples: bool) -> None:
+    """A file a job of ``method`` may train on: uploaded for fine-tuning, in that method's format (as its upload
+    was checked) and, with ``needs_examples``, holding at least 10 valid examples of it."""
+    usable_training_file(file, param=param, needs_examples=False)
+    why = unfit_for(file.validation, method, needs_examples=needs_examples)
+    if why is not None:
+        raise Invalid(f"invalid {param}: {file.id} {why}", param=param)
 
 
 def get_job(*, session: Session, team_id: int | None, job_id: str) -> FineTuneJob:
