@@ -49,6 +49,7 @@ _COLUMNS: dict[str, Any] = {
     "line_item": _LINE_ITEM,
 }
 _PAGE = "page_"
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z: the last second a datetime holds
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,11 @@ def _int(params: Mapping[str, Sequence[str]], name: str) -> int | None:
     value = _one(params, name)
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 12:
-        raise Invalid(f"'{name}' must be a whole number of seconds since 1970 (unix time), got '{value}'", param=name)
+    if not value.isdigit() or len(value) > 12 or int(value) > _LAST_SECOND:
+        raise Invalid(
+            f"'{name}' must be a whole number of seconds since 1970 (unix time) before 10000, got '{value}'",
+            param=name,
+        )
     return int(value)
 
 

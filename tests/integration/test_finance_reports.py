@@ -119,6 +119,28 @@ def test_group_by_model_served_by_and_day(traffic: Traffic) -> None:
     ]
 
 
+def test_group_by_key_user_and_endpoint(traffic: Traffic) -> None:
+    body = traffic.fin.report(group_by="team,key,user,endpoint").json()
+    rows = [(r["team"], r["key"][:4], r["user"], r["endpoint"], r["requests"]) for r in body["data"]]
+    assert rows == [
+        (traffic.alpha, "key_", None, "chat.completions", 3),  # one key each, no `user` sent
+        (traffic.beta, "key_", None, "chat.completions", 1),
+    ]
+    alpha_key = body["data"][0]["key"]
+    only = traffic.fin.report(group_by="alias", **{"metadata.app": "none"}).json()
+    assert only["data"] == []  # no metadata kept: none listed in usage.metadata_keys
+    bad = httpx.get(
+        traffic.fin.url + "/admin/usage", params={"key": "sk-1"}, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert error_of(bad, 400, "key")["message"].startswith("'key' must name a key as key_<id>")
+    mine = httpx.get(
+        traffic.fin.url + "/admin/usage",
+        params={"key": alpha_key, "group_by": "alias"},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+    ).json()
+    assert [(r["alias"], r["requests"]) for r in mine["data"]] == [("mini", 1), ("pudong-support", 2)]
+
+
 def test_filters_and_an_empty_range(traffic: Traffic) -> None:
     body = traffic.fin.report(group_by="team", alias="mini").json()
     assert body["data"] == [row("0.00600000", team=traffic.alpha)]
@@ -191,6 +213,8 @@ def test_a_finance_key_reads_usage_and_nothing_else(traffic: Traffic) -> None:
         ({"group_by": "team,region"}, "group_by", "unknown field 'region'"),
         ({"group_by": ""}, "group_by", "names no field"),
         ({"group_by": "team,team"}, "group_by", "twice"),
+        ({"group_by": "team,metadata."}, "group_by", "metadata key that cannot be one"),
+        ({"group_by": "metadata.a b"}, "group_by", "metadata key that cannot be one"),
         ({"from": "2026-13-01"}, "from", "not a valid date"),
         ({"from": "26-11-01"}, "from", "YYYY-MM-DD"),
         ({"to": "2026-02-30"}, "to", "not a valid date"),

@@ -267,6 +267,8 @@ def test_a_team_key_is_refused_in_openais_shape(traffic: Traffic) -> None:
     [
         ({}, "start_time"),
         ({"start_time": "yesterday"}, "start_time"),
+        ({"start_time": 999_999_999_999}, "start_time"),
+        ({"start_time": 1000, "end_time": 253_402_300_800}, "end_time"),
         ({"start_time": 1000, "end_time": 1000}, "end_time"),
         ({"start_time": 1000, "bucket_width": "2d"}, "bucket_width"),
         ({"start_time": 1000, "limit": 32}, "limit"),
