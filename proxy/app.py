@@ -26,6 +26,7 @@ from tunegate.proxy.routes.finetune import finetune_route_handlers
 from tunegate.proxy.routes.health import healthz, readyz
 from tunegate.proxy.routes.openai import OpenAIController
 from tunegate.proxy.routes.organization import OrganizationController
+from tunegate.proxy.routes.responses import ResponsesController
 from tunegate.proxy.state import Gateway
 
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
     app = Litestar(
         route_handlers=[
             OpenAIController,
+            ResponsesController,
             *ADMIN_CONTROLLERS,
             healthz,
             readyz,

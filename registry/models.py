@@ -285,3 +285,19 @@ class UpstreamModel(SQLModel, table=True):
     model: str = Field(max_length=256)
     shutdown_date: date
     checked_at: datetime = Field(default_factory=utcnow)
+
+
+# -- the Responses API: which team owns a stored response (migration 0007) ---------------------------------
+
+
+class StoredResponse(SQLModel, table=True):
+    """A response the upstream stored (``store``, default true) for the team that created it: only that team may
+    read, delete, cancel or continue it; another team's id is answered as an unknown one."""
+
+    __tablename__ = "stored_response"
+    id: str = Field(max_length=256, primary_key=True)  # the upstream's id (resp_…), which clients see
+    team_id: int = Field(foreign_key="team.id", index=True)
+    upstream: str = Field(max_length=128)  # where it is stored: later calls on it go there
+    alias: str = Field(max_length=256)  # shown as the response's model
+    model: str = Field(max_length=256)  # the target that served it
+    created_at: datetime = Field(default_factory=utcnow)

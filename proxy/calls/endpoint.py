@@ -16,8 +16,9 @@ from tunegate.proxy.auth import team_caller
 from tunegate.proxy.calls.answers import Answer
 from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome
 from tunegate.proxy.calls.forwarding import forward
-from tunegate.proxy.calls.parsing import parse_json, require
+from tunegate.proxy.calls.parsing import optional, parse_json, require
 from tunegate.proxy.calls.recording import usage_record
+from tunegate.proxy.calls.stored import check_previous, owner
 from tunegate.proxy.state import Gateway
 
 # The model calls: the path after /v1, the endpoint their usage records name, and the fields they must have.
@@ -25,6 +26,7 @@ MODEL_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "/chat/completions": ("chat.completions", {"messages": (list, "a non-empty array of messages")}),
     "/completions": ("completions", {"prompt": ((str, list), "a string or an array")}),
     "/embeddings": ("embeddings", {"input": ((str, list), "a string or an array")}),
+    "/responses": ("responses", {"input": ((str, list), "a string or an array of input items")}),
 }
 
 
@@ -36,6 +38,9 @@ async def model_call(state: Gateway, request: Request[Any, Any, Any], path: str)
     name = require(body, "model", str, "the name of a model (an alias)")
     for field, (kind, what) in required.items():
         require(body, field, kind, what)
+    if endpoint == "responses":  # it may build on a stored response: the team's own only
+        optional(body, "instructions", str, "a string")
+        await check_previous(state, caller, body)
     alias = await state.resolve_alias(caller, name)
     upstreams = await state.upstreams()
     exchange = Exchange(caller, endpoint, path, alias, body)
@@ -46,7 +51,12 @@ async def model_call(state: Gateway, request: Request[Any, Any, Any], path: str)
     with state.budgets.calling():
         quota = await state.budgets.admit(caller)  # a 429 before anything is spent
         answer = await forward(
-            exchange, transport=state.transport, upstreams=upstreams, retired=state.shutdown_dates, record=spent
+            exchange,
+            transport=state.transport,
+            upstreams=upstreams,
+            retired=state.shutdown_dates,
+            record=spent,
+            own=owner(state, caller, alias.name) if endpoint == "responses" else None,
         )
         answer.headers.update(quota.headers)
         if quota.settle and not exchange.stream:  # the next request must see this one's charge; a stream's ends later

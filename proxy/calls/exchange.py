@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunegate.proxy.calls.shapes import Shape, shape_of
 from tunegate.proxy.upstream.calls import UpstreamEndpoint
 from tunegate.registry.aliases import ResolvedAlias, Target
 from tunegate.registry.teams import Caller
@@ -19,7 +20,7 @@ class Exchange:
     """A model call on its way through the gateway: who asked, for what, and when."""
 
     caller: Caller
-    endpoint: str  # chat.completions | completions | embeddings
+    endpoint: str  # chat.completions | completions | embeddings | responses
     path: str  # upstream path below base_url
     alias: ResolvedAlias
     body: dict[str, Any]
@@ -29,6 +30,11 @@ class Exchange:
     @property
     def stream(self) -> bool:
         return bool(self.body.get("stream"))
+
+    @property
+    def shape(self) -> Shape:
+        """Where this endpoint's answers name the model, carry the usage and the text."""
+        return shape_of(self.endpoint)
 
 
 @dataclass
@@ -65,3 +71,4 @@ class Outcome:
 
 
 Record = Callable[[Attempt, Outcome], None]  # how forwarding hands back what an answer spent
+Own = Callable[[Attempt, str], Awaitable[None]]  # how forwarding hands back the id of an object the upstream stored

@@ -1,9 +1,10 @@
 """Forwarding one model call to its alias's targets in turn: the prompt injected, a failed target followed by the
 fallback, the first answer that serves sent on (JSON, or a stream relayed as it comes).
 
-The body is parsed once; only ``model`` (and ``messages`` for chat, ``stream_options`` for streams) is touched,
-everything else reaches the upstream as the client sent it. Forwarding is given what it needs: the transport, the
-upstream table, the shutdown dates, and ``record``, which gets what the answer spent.
+The body is parsed once; only ``model`` (and ``messages`` for chat, ``instructions`` for responses,
+``stream_options`` for chat streams) is touched, everything else reaches the upstream as the client sent it.
+Forwarding is given what it needs: the transport, the upstream table, the shutdown dates, ``record``, which gets
+what the answer spent, and ``own``, which gets the id of an object the upstream stored.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 import orjson
 
 from tunegate.proxy.calls.answers import Answer, JSONAnswer, SSEAnswer
-from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome, Record
+from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome, Own, Record
 from tunegate.proxy.calls.relay import Events, relay
 from tunegate.proxy.errors import GatewayError, UpstreamFailed
 from tunegate.proxy.upstream.calls import UpstreamEndpoint, answered_badly, model_call_headers, refused, unreachable
@@ -35,6 +36,18 @@ def inject(messages: list[Any], prompt: str, policy: str) -> tuple[list[Any], bo
     if policy == "replace":
         return [system, *(m for m in messages if not (isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES))], True
     return [system, *messages], True
+
+
+def instruct(instructions: Any, prompt: str, policy: str) -> tuple[str, bool]:
+    """A Responses call's ``instructions`` with the target's system prompt applied under ``policy``: prepended to
+    the client's (a blank line between), only when it sent none (if_absent), or instead of them (replace); True
+    when the prompt was added."""
+    given = instructions if isinstance(instructions, str) and instructions else None
+    if policy == "if_absent" and given is not None:
+        return given, False
+    if policy == "replace" or given is None:
+        return prompt, True
+    return f"{prompt}\n\n{given}", True
 
 
 def attempts(
@@ -60,7 +73,12 @@ def _attempt(
     if target.system_prompt and exchange.endpoint == "chat.completions":
         payload["messages"], added = inject(exchange.body["messages"], target.system_prompt, exchange.alias.spec.policy)
         injected = exchange.alias.system_prompt_tokens(target) if added else 0
-    if payload.get("stream"):
+    elif target.system_prompt and exchange.endpoint == "responses":
+        payload["instructions"], added = instruct(
+            exchange.body.get("instructions"), target.system_prompt, exchange.alias.spec.policy
+        )
+        injected = exchange.alias.system_prompt_tokens(target) if added else 0
+    if payload.get("stream") and exchange.shape.asks_usage:
         payload["stream_options"] = {**(exchange.body.get("stream_options") or {}), "include_usage": True}
     upstream = upstreams.get(target.upstream)
     if upstream is None:
@@ -75,9 +93,11 @@ async def forward(
     upstreams: Mapping[str, UpstreamEndpoint],
     retired: ShutdownDates,
     record: Record,
+    own: Own | None = None,
 ) -> Answer:
     """Try each target in turn; answer from the first that serves. ``record`` gets what the answer spent (for a
-    stream, when it ends); when no target serves, what the last one failed with is recorded and raised."""
+    stream, when it ends), ``own`` the id of an object the upstream stored (before the client has it); when no
+    target serves, what the last one failed with is recorded and raised."""
     last_error: GatewayError | None = None
     attempt: Attempt | None = None
     for attempt in attempts(exchange, upstreams, retired):
@@ -86,9 +106,12 @@ async def forward(
         content = orjson.dumps(attempt.payload)
         try:
             if exchange.stream:
-                return await _open_stream(exchange, attempt, transport, url, headers, content, record)
+                return await _open_stream(exchange, attempt, transport, url, headers, content, record, own)
             upstream = await transport.post(url, content, headers)
-            return _answer(exchange, attempt, upstream.status_code, upstream.content, record)
+            answer, stored = _answer(exchange, attempt, upstream.status_code, upstream.content, record)
+            if own is not None and stored is not None:
+                await own(attempt, stored)
+            return answer
         except _FallBack as fall_back:
             last_error = fall_back.error
         except httpx.TransportError as exc:
@@ -119,7 +142,10 @@ def _should_fall_back(status: int, body: bytes) -> bool:
     return False
 
 
-def _answer(exchange: Exchange, attempt: Attempt, status: int, body: bytes, record: Record) -> JSONAnswer:
+def _answer(
+    exchange: Exchange, attempt: Attempt, status: int, body: bytes, record: Record
+) -> tuple[JSONAnswer, str | None]:
+    """The answer to send, and the id of the object the upstream stored with it (if any)."""
     if _should_fall_back(status, body):
         raise _FallBack(answered_badly(attempt.upstream, status, body))
     headers = attempt.headers(exchange.request_id)
@@ -131,11 +157,14 @@ def _answer(exchange: Exchange, attempt: Attempt, status: int, body: bytes, reco
         # The client's own mistake (a bad parameter): the upstream's error rebuilt (never its body as it is).
         error = refused(attempt.upstream, status, body)
         record(attempt, Outcome(error.status))
-        return JSONAnswer(error.status, error.body(), headers)
+        return JSONAnswer(error.status, error.body(), headers), None
+    stored = None
     if isinstance(data, dict):
-        data["model"] = exchange.alias.name
-        record(attempt, Outcome(status, data.get("usage")))
-    return JSONAnswer(status, orjson.dumps(data), headers)
+        shape = exchange.shape
+        shape.rename(data, exchange.alias.name)
+        stored = shape.stored(data)
+        record(attempt, Outcome(status, shape.usage(data)))
+    return JSONAnswer(status, orjson.dumps(data), headers), stored
 
 
 async def _open_stream(
@@ -146,13 +175,14 @@ async def _open_stream(
     headers: dict[str, Any],
     content: bytes,
     record: Record,
+    own: Own | None,
 ) -> Answer:
     upstream = await transport.stream(url, content, headers)
     try:
         if upstream.status_code != 200:
             body = await upstream.aread()
             await upstream.aclose()
-            return _answer(exchange, attempt, upstream.status_code, body, record)
+            return _answer(exchange, attempt, upstream.status_code, body, record)[0]
         events = Events(upstream.aiter_bytes())
         first = await events.next()  # nothing has reached the client yet: a failure here can still fall back
         if first is None:
@@ -160,4 +190,5 @@ async def _open_stream(
     except BaseException:
         await upstream.aclose()
         raise
-    return SSEAnswer(relay(exchange, attempt, upstream, events, first, record), attempt.headers(exchange.request_id))
+    events_out = relay(exchange, attempt, upstream, events, first, record, own)
+    return SSEAnswer(events_out, attempt.headers(exchange.request_id))

@@ -31,6 +31,14 @@ def require(body: dict[str, Any], field: str, kind: type | tuple[type, ...], wha
     return value
 
 
+def optional(body: dict[str, Any], field: str, kind: type | tuple[type, ...], what: str) -> Any:
+    """``body[field]`` if it is there (None if not), of ``kind``, else a 400 naming it."""
+    value = body.get(field)
+    if value is not None and not isinstance(value, kind):
+        raise InvalidRequest(f"Invalid value for '{field}': expected {what}.", param=field)
+    return value
+
+
 async def read_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The request's body as a JSON object (see :func:`parse_json`)."""
     return parse_json(await request.body())

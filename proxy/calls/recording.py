@@ -25,8 +25,8 @@ def usage_record(
         cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
     elif outcome.partial:
         # The upstream never sent its count: estimate what was spent with the model's own encoding.
-        messages = attempt.payload.get("messages")
-        if isinstance(messages, list):
+        messages = exchange.shape.prompt(attempt.payload)
+        if messages is not None:
             prompt = count_messages(messages, attempt.target.model).tokens
         completion = count_text(outcome.completion_text, attempt.target.model).tokens
     now = utcnow()
