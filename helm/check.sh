@@ -64,5 +64,16 @@ expect postgres.yaml "helm.sh/hook: pre-install,pre-upgrade"
 expect postgres.yaml 'command: ["tunegate", "db", "upgrade", "--config", "/etc/tunegate/tunegate.yaml"]'
 expect_not postgres.yaml "kind: PersistentVolumeClaim"
 expect postgres.yaml 'image: "ghcr.io/your-org/tunegate:0.1.0"'   # the tag defaults to appVersion
+# The migration pod serves nothing: the Deployment's selector (the Service's, the PDB's) must not match it.
+if ! python -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+selector = next(d for d in docs if d["kind"] == "Deployment")["spec"]["selector"]["matchLabels"]
+pod = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["metadata"]["labels"]
+sys.exit(all(pod.get(k) == v for k, v in selector.items()))
+' "$out/postgres.yaml"; then
+  echo "chart: FAILED: the migration Job's pod matches the Deployment's selector"
+  failed=1
+fi
 [ "$failed" = 0 ] && echo "chart: all checks passed"
 exit "$failed"
