@@ -230,6 +230,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         error = _from_registry(exc)
     elif isinstance(exc, ValidationException):
         error = _from_validation(exc)
+    elif isinstance(exc, RecursionError):  # litestar's JSON decoder on a body nested ~1,000 levels deep
+        error = MalformedBody("The request body is nested too deeply to be read.")
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         message = {

@@ -74,6 +74,10 @@ def caller_limits(*, session: Session, team_id: int, key_id: int) -> CallerLimit
 # -- settings (the admin API) -----------------------------------------------------------------------------
 
 
+MAX_MONTHLY_USD = Decimal(10**12)  # the column is NUMERIC(20, 8): 12 digits before the point
+MAX_RATE = 2**31 - 1  # rpm and tpm are INTEGER columns
+
+
 def set_budget(
     *,
     session: Session,
@@ -87,6 +91,8 @@ def set_budget(
         raise Invalid("'monthly_usd' must be a positive amount (to stop a team, disable it)", param="monthly_usd")
     if monthly_usd.as_tuple().exponent < -8:  # type: ignore[operator]
         raise Invalid("'monthly_usd' has at most 8 decimal places", param="monthly_usd")
+    if monthly_usd >= MAX_MONTHLY_USD:
+        raise Invalid(f"'monthly_usd' must be less than {MAX_MONTHLY_USD:,} USD", param="monthly_usd")
     if not 1 <= soft_pct <= 100:
         raise Invalid("'soft_pct' must be between 1 and 100", param="soft_pct")
     if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
@@ -121,8 +127,8 @@ def clear_budget(*, session: Session, team: str, actor: str) -> None:
 
 
 def _check_rate(value: int | None, param: str) -> int | None:
-    if value is not None and value < 1:
-        raise Invalid(f"'{param}' must be a positive number (or null for no limit)", param=param)
+    if value is not None and not 1 <= value <= MAX_RATE:
+        raise Invalid(f"'{param}' must be a number from 1 to {MAX_RATE} (or null for no limit)", param=param)
     return value
 
 

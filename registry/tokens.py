@@ -94,6 +94,8 @@ def count_messages(messages: list[dict[str, Any]], model: str) -> TokenCount:
     """Prompt tokens of a chat request, by OpenAI's published formula (3 per message, 1 per name, 3 to prime)."""
     total, exact = 3, True
     for message in messages:
+        if not isinstance(message, dict):
+            continue  # not a message (the upstream refuses it, or a stream ends without its count): nothing to count
         total += 3
         for key in ("role", "content", "name"):
             value = message.get(key)

@@ -16,7 +16,7 @@ from tunegate.proxy.auth import team_caller
 from tunegate.proxy.calls.answers import Answer
 from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome
 from tunegate.proxy.calls.forwarding import forward
-from tunegate.proxy.calls.parsing import optional, parse_json, require
+from tunegate.proxy.calls.parsing import check_streaming, optional, parse_json, require
 from tunegate.proxy.calls.recording import usage_record
 from tunegate.proxy.calls.stored import check_previous, owner
 from tunegate.proxy.state import Gateway
@@ -38,6 +38,7 @@ async def model_call(state: Gateway, request: Request[Any, Any, Any], path: str)
     name = require(body, "model", str, "the name of a model (an alias)")
     for field, (kind, what) in required.items():
         require(body, field, kind, what)
+    check_streaming(body, endpoint)
     if endpoint == "responses":  # it may build on a stored response: the team's own only
         optional(body, "instructions", str, "a string")
         await check_previous(state, caller, body)

@@ -17,6 +17,7 @@ import orjson
 
 from tunegate.proxy.calls.answers import Answer, JSONAnswer, SSEAnswer
 from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome, Own, Record
+from tunegate.proxy.calls.parsing import encode
 from tunegate.proxy.calls.relay import Events, relay
 from tunegate.proxy.errors import GatewayError, UpstreamFailed
 from tunegate.proxy.upstream.calls import UpstreamEndpoint, answered_badly, model_call_headers, refused, unreachable
@@ -103,7 +104,7 @@ async def forward(
     for attempt in attempts(exchange, upstreams, retired):
         url = attempt.upstream.base_url + exchange.path
         headers = model_call_headers(attempt.upstream, exchange.request_id)
-        content = orjson.dumps(attempt.payload)
+        content = encode(attempt.payload)
         try:
             if exchange.stream:
                 return await _open_stream(exchange, attempt, transport, url, headers, content, record, own)

@@ -42,3 +42,43 @@ def optional(body: dict[str, Any], field: str, kind: type | tuple[type, ...], wh
 async def read_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The request's body as a JSON object (see :func:`parse_json`)."""
     return parse_json(await request.body())
+
+
+def check_streaming(body: dict[str, Any], endpoint: str) -> None:
+    """``stream`` a boolean (never on embeddings) and ``stream_options`` an object, else a 400 naming it."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest(f"Invalid type for 'stream': expected a boolean, but got {_kind(stream)}.", param="stream")
+    if stream and endpoint == "embeddings":
+        raise InvalidRequest("Embeddings cannot be streamed: leave out 'stream' or set it to false.", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest(
+            f"Invalid type for 'stream_options': expected an object, but got {_kind(options)}.", param="stream_options"
+        )
+
+
+MAX_DEPTH = 253  # the levels orjson encodes in a field of the body (it stops at 255, the body one of them)
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """``payload`` as JSON for the upstream; a body nested deeper than JSON encoding allows (orjson's limit)
+    is the client's mistake: a 400 naming the top-level field that holds it. Checked only when encoding fails, so
+    a body that encodes costs nothing more."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        for field, value in payload.items():
+            try:
+                orjson.dumps([value])  # one level for the body around it
+            except orjson.JSONEncodeError:
+                raise InvalidRequest(
+                    f"Invalid value for '{field}': it is nested too deeply (at most {MAX_DEPTH} levels).", param=field
+                ) from None
+        raise
+
+
+def _kind(value: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )

@@ -64,6 +64,8 @@ from tunegate.registry.upstreams import delete_upstream, get_upstream, list_upst
 
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
+MAX_ID = 2**31 - 1  # ids and versions are INTEGER columns: a bigger one is refused, not sent to the database
+KeyId = Parameter(ge=1, le=MAX_ID, description="the key's id")
 TeamQuery = Parameter(query="team", required=False, description="the owning team of a team alias; omit: global")
 
 
@@ -246,11 +248,11 @@ class KeyController(Controller):
         return await write(request, work)
 
     @get("/{key_id:int}")
-    async def show_key(self, request: AnyRequest, key_id: int) -> KeyOut:
+    async def show_key(self, request: AnyRequest, key_id: int = KeyId) -> KeyOut:
         return await read(request, lambda s: key_out(*get_key(session=s, key_id=key_id)))
 
     @patch("/{key_id:int}")
-    async def change_key(self, request: AnyRequest, key_id: int, data: KeyChange) -> KeyOut:
+    async def change_key(self, request: AnyRequest, data: KeyChange, key_id: int = KeyId) -> KeyOut:
         given = data.model_fields_set
 
         def work(session: Session, actor: str) -> KeyOut:
@@ -267,7 +269,7 @@ class KeyController(Controller):
         return await write(request, work)
 
     @post("/{key_id:int}/revoke", status_code=200)
-    async def revoke_key(self, request: AnyRequest, key_id: int) -> KeyOut:
+    async def revoke_key(self, request: AnyRequest, key_id: int = KeyId) -> KeyOut:
         return await write(request, lambda s, actor: key_out(*revoke_key(session=s, key_id=key_id, actor=actor)))
 
 
@@ -322,7 +324,7 @@ class AliasStateChange(BaseModel):
 
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rollback_to: int = Field(ge=1, description="the version to restore, as a new version")
+    rollback_to: int = Field(ge=1, le=MAX_ID, description="the version to restore, as a new version")
     reason: str = Field(default="", max_length=480)
 
 
@@ -569,7 +571,9 @@ class AuditController(Controller):
         actor: str | None = None,
         action: str | None = Parameter(default=None, description="an action, or a prefix ending in '.': alias."),
         target: str | None = None,
-        before: int | None = Parameter(default=None, description="entries older than this id (paging)"),
+        before: int | None = Parameter(
+            default=None, ge=1, le=MAX_ID, description="entries older than this id (paging)"
+        ),
     ) -> list[AuditOut]:
         def work(session: Session) -> list[AuditOut]:
             entries = list_audit(

@@ -464,13 +464,13 @@ class FinetuneAdminController(Controller):
 
     @get("/retirements")
     async def list_retirements(
-        self, request: AnyRequest, window_days: int | None = Parameter(default=None, ge=0)
+        self, request: AnyRequest, window_days: int | None = Parameter(default=None, ge=0, le=36_500)
     ) -> Response[bytes]:
         return json_response(200, orjson.dumps(await _retirements(gateway_of(request), window_days)))
 
     @post("/retirements/refresh", status_code=200)
     async def refresh_retirements(
-        self, request: AnyRequest, window_days: int | None = Parameter(default=None, ge=0)
+        self, request: AnyRequest, window_days: int | None = Parameter(default=None, ge=0, le=36_500)
     ) -> Response[bytes]:
         """Read every upstream's model list now, instead of at the next ``retirement_check_interval``."""
         gateway = gateway_of(request)

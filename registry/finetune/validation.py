@@ -350,6 +350,21 @@ def _lines(data: bytes | str) -> list[tuple[int, str | None]]:
     return [(n, text) for n, text in enumerate(texts, start=1) if text is None or text.strip()]
 
 
+MAX_NESTING = 64  # arrays and objects inside one another on a line; deeper is no training example (and no parse)
+_TOO_DEEP = object()
+
+
+def _nesting(value: Any) -> int:
+    """How many arrays and objects ``value`` holds inside one another (counted level by level, no recursion)."""
+    depth, level = 0, [value]
+    while True:
+        level = [v for v in level if isinstance(v, dict | list)]
+        if not level or depth > MAX_NESTING:
+            return depth
+        depth += 1
+        level = [child for v in level for child in (v.values() if isinstance(v, dict) else v)]
+
+
 def validate_jsonl(
     data: bytes | str,
     *,
@@ -375,6 +390,11 @@ def validate_jsonl(
             example = json.loads(text)
         except json.JSONDecodeError as exc:
             errors.append(Finding(number, "invalid_json", f"not valid JSON: {exc.msg} (column {exc.colno})", "error"))
+            continue
+        except RecursionError:  # deeper than Python parses (about 990 levels)
+            example = _TOO_DEEP
+        if example is _TOO_DEEP or _nesting(example) > MAX_NESTING:
+            errors.append(Finding(number, "invalid_json", f"nested more than {MAX_NESTING} levels deep", "error"))
             continue
         problems = _PROBLEMS[method](example)
         errors += [Finding(number, code, message, "error") for code, message in problems]
