@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome, Own, Record
-from tunegate.proxy.upstream.calls import answered_badly, error_event, unreachable
+from tunegate.proxy.upstream.calls import answered_badly, error_event, redacted, unreachable
 
 
 class Named(bytes):
@@ -103,8 +103,8 @@ async def relay(
                         status, ended = 502, True
                         if name is None:
                             out.append(b"data: " + orjson.dumps(error_event(chunk)) + b"\n\n")
-                        else:  # the Responses API's own error event
-                            out.append(_event(orjson.dumps(chunk), name))
+                        else:  # the Responses API's own error event, without any upstream key
+                            out.append(_event(orjson.dumps(redacted(chunk)), name))
                         break
                     usage = shape.usage(chunk) or usage
                     if ttft_ms is None and shape.started(chunk):

@@ -906,13 +906,27 @@ class FakeUpstream:
         self, send: Send, events: list[dict[str, Any]], fault: _Fault | None, on_done: Callable[[], None]
     ) -> None:
         """A Responses stream: each event an ``event:`` line and a ``data:`` line, as OpenAI sends them (no
-        ``[DONE]``), one body message each; the drop and delay faults as for chat."""
+        ``[DONE]``), one body message each; the drop, delay and error faults as for chat (the error is the
+        Responses API's ``error`` event)."""
         drop = fault.drop_after_chunks if fault else None
         delay = fault.chunk_delay_ms / 1000 if fault else 0.0
+        error_after = fault.error_after_chunks if fault else None
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         for i, item in enumerate(events):
             if drop is not None and i >= drop:
                 raise _Drop("drop_after_chunks fault")
+            if error_after is not None and i >= error_after:
+                message = "The server had an error while streaming." + _echoed()
+                error = {
+                    "type": "error",
+                    "code": "server_error",
+                    "message": message,
+                    "param": None,
+                    "sequence_number": i,
+                }
+                body = b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
             if delay and i:
                 await asyncio.sleep(delay)
             line = b"event: " + item["type"].encode() + b"\ndata: " + orjson.dumps(item) + b"\n\n"

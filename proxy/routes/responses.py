@@ -14,10 +14,9 @@ from litestar.types import ASGIApp
 
 from tunegate.proxy.auth import team_caller
 from tunegate.proxy.calls.endpoint import model_call
-from tunegate.proxy.errors import GatewayError, NotFound, UpstreamFailed, json_response
+from tunegate.proxy.errors import GatewayError, NotFound, json_response
 from tunegate.proxy.state import gateway_of, read, transaction
-from tunegate.proxy.upstream.calls import answered_badly, model_call_headers, unreachable
-from tunegate.registry.models import StoredResponse
+from tunegate.proxy.upstream.calls import answered_badly, model_call_headers, refused, unreachable
 from tunegate.registry.responses import forget_response, team_response
 
 AnyRequest = Request[Any, Any, Any]
@@ -78,8 +77,10 @@ async def _at_upstream(request: AnyRequest, response_id: str, method: str, suffi
     headers = {"x-request-id": request_id}
     if answer.status_code == 404:
         raise _unknown(response_id)  # gone at the upstream too
-    if answer.status_code >= 400:
-        raise _refusal(stored, answer, headers, answered_badly(upstream, answer.status_code, answer.content))
+    if answer.status_code >= 400:  # cancelling one not in the background: the upstream's words, without any key
+        error = refused(upstream, answer.status_code, answer.content)
+        error.headers = headers
+        raise error
     try:
         data = answer.json()
     except ValueError:
@@ -91,26 +92,3 @@ async def _at_upstream(request: AnyRequest, response_id: str, method: str, suffi
     elif isinstance(data, dict) and data.get("object") == "response":
         data["model"] = stored.alias
     return json_response(answer.status_code, orjson.dumps(data), headers)
-
-
-def _refusal(
-    stored: StoredResponse, answer: httpx.Response, headers: dict[str, str], failed: GatewayError
-) -> GatewayError:
-    """An upstream's 4xx about a stored response (cancelling one that is not in the background): its words and
-    status; its 401/403 are about the gateway's own key and a 5xx the upstream's failing, both a 502."""
-    if answer.status_code in (401, 403):
-        return UpstreamFailed(f"Upstream '{stored.upstream}' did not accept the gateway's credentials.")
-    if answer.status_code >= 500:
-        return failed
-    try:
-        error = answer.json().get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
-    return GatewayError(
-        answer.status_code,
-        str(error.get("message") or "The upstream refused the request."),
-        code=error.get("code"),
-        param=error.get("param"),
-        type=error.get("type"),
-        headers=headers,
-    )

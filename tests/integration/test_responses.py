@@ -14,7 +14,7 @@ import pytest
 
 from tests.utils.gateways import GatewayHandle
 from tests.utils.tokens import TIKTOKEN_EXACT
-from tests.utils.upstreams import FakeUpstreamHandle
+from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 
 QUESTION = "Where is gate D?"  # 5 tokens by the fake's rule (and tiktoken's)
 ANSWER = "Echo: Where is gate D?"
@@ -190,6 +190,40 @@ def test_a_stream_the_upstream_cuts_ends_with_an_error_event_and_a_partial_recor
     assert record.prompt_tokens > 0 and record.completion_tokens > 0  # estimated: the upstream never counted
     if TIKTOKEN_EXACT:
         assert (record.prompt_tokens, record.completion_tokens) == (QUESTION_TOKENS, 1)
+
+
+def test_an_upstream_that_echoes_its_key_has_it_removed_from_error_events_and_refusals(
+    gateway: GatewayHandle, fake_upstream: FakeUpstreamHandle
+) -> None:
+    created = client(gateway).responses.create(model="pudong-support", input=QUESTION)
+    fake_upstream.fault(echo_authorization=True)  # the upstream puts the Authorization it received in its errors
+    fake_upstream.fault(model=FT_PUDONG, error_after_chunks=4)
+    with httpx.stream(
+        "POST",
+        gateway.base_url + "/responses",
+        headers={"authorization": f"Bearer {gateway.keys['airport-cs']}"},
+        json={"model": "pudong-support", "input": QUESTION, "stream": True},
+        timeout=10,
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-2:] == [
+        "event: error",
+        'data: {"type":"error","code":"server_error","message":"The server had an error while streaming. '
+        '(Authorization: Bearer ***)","param":null,"sequence_number":4}',
+    ]
+    record = gateway.usage(request_id)
+    assert (record.status_code, record.partial) == (502, True)
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway).responses.cancel(created.id)  # not a background one: the upstream refuses
+    assert UPSTREAM_KEY not in str(refused.value.body)
+    assert refused.value.body == {
+        "message": "Only responses created with background=true can be cancelled. (Authorization: Bearer ***)",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
 
 
 def test_a_stored_response_is_its_teams_only(gateway: GatewayHandle, fake_upstream: FakeUpstreamHandle) -> None:
