@@ -105,8 +105,12 @@ def test_deep_bodies_are_refused_naming_the_field(team: Team_, depth: int) -> No
         assert error["message"] == "Invalid value for 'metadata': it is nested too deeply (at most 253 levels)."
     deeper = team.post("/chat/completions", content=body % nested_text(1_030))  # beyond what JSON parsing takes
     assert deeper.status_code == 400 and deeper.json()["error"]["type"] == "invalid_request_error"
-    served = 1 if depth <= 253 else 0
-    eventually(lambda: len(team.records()) == served or None, what=f"{served} usage record(s)", timeout=5)
+    # One request served after them: its record is the last, and the refused ones left none.
+    last = team.post("/chat/completions", {"model": "prompted-replace", "messages": QUESTION})
+    served = 2 if depth <= 253 else 1
+    records = eventually(lambda: team.records() if len(team.records()) == served else None, what="the records")
+    assert records[-1].request_id == last.headers["x-request-id"]
+    assert [r.status_code for r in records] == [200] * served
 
 
 def test_streamed_chat_with_a_non_object_message_keeps_its_record(
