@@ -20,13 +20,18 @@ from tunegate.proxy.dashboard import DashboardController
 from tunegate.proxy.errors import handle_exception
 from tunegate.proxy.finetune.background import FinetuneBackground
 from tunegate.proxy.metrics import metrics_endpoint
-from tunegate.proxy.routes.admin import ADMIN_CONTROLLERS
+from tunegate.proxy.routes.aliases import AliasController
+from tunegate.proxy.routes.apply import ApplyController
+from tunegate.proxy.routes.audit import AuditController
 from tunegate.proxy.routes.finance import FinanceController, TeamUsageController
 from tunegate.proxy.routes.finetune import finetune_route_handlers
 from tunegate.proxy.routes.health import healthz, readyz
+from tunegate.proxy.routes.keys import KeyController
 from tunegate.proxy.routes.openai import OpenAIController
 from tunegate.proxy.routes.organization import OrganizationController
 from tunegate.proxy.routes.responses import ResponsesController
+from tunegate.proxy.routes.teams import TeamController
+from tunegate.proxy.routes.upstreams import UpstreamController
 from tunegate.proxy.state import Gateway
 
 
@@ -49,7 +54,12 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         route_handlers=[
             OpenAIController,
             ResponsesController,
-            *ADMIN_CONTROLLERS,
+            TeamController,
+            KeyController,
+            AliasController,
+            UpstreamController,
+            AuditController,
+            ApplyController,
             healthz,
             readyz,
             metrics_endpoint,

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from litestar import Controller, Request, Response, delete, get, put
+from litestar import Controller, Response, delete, get, put
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from tunegate.proxy.auth import admin_guard, finance_guard, reader
 from tunegate.proxy.errors import json_response
+from tunegate.proxy.routes.common import AnyRequest, read, write
 from tunegate.proxy.state import gateway_of
-from tunegate.proxy.state import read as read_session
-from tunegate.proxy.state import write as write_session
 from tunegate.registry.budgets import budget_status, clear_budget, list_rate_limits, set_budget, set_rate_limit
 from tunegate.registry.errors import Invalid
 from tunegate.registry.reports import (
@@ -34,19 +33,8 @@ from tunegate.registry.reports import (
     usage_report,
 )
 
-T = TypeVar("T")
-AnyRequest = Request[Any, Any, Any]
 _MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 _GROUPS = "team,alias,model,served_by,day,kind,key,user,endpoint,metadata.<key>"
-
-
-async def _read(request: AnyRequest, work: Callable[[Session], T]) -> T:
-    return await read_session(gateway_of(request), work)
-
-
-async def _write(request: AnyRequest, work: Callable[[Session, str], T]) -> T:
-    actor: str = request.state.actor
-    return await write_session(gateway_of(request), lambda session: work(session, actor))
 
 
 def _filters(request: AnyRequest, key: str | None, user: str | None, endpoint: str | None) -> dict[str, Any]:
@@ -136,13 +124,13 @@ class FinanceController(Controller):
             model=model,
             **_filters(request, key, user, endpoint),
         )
-        return await _read(request, work)
+        return await read(request, work)
 
     @get("/budgets", guards=[finance_guard])
     async def budgets(
         self, request: AnyRequest, month: str | None = Parameter(default=None, pattern=_MONTH)
     ) -> dict[str, Any]:
-        rows = await _read(request, lambda s: budget_status(session=s, month=month))
+        rows = await read(request, lambda s: budget_status(session=s, month=month))
         return {"object": "list", "data": [row.as_json() | {"alert_webhook": row.alert_webhook} for row in rows]}
 
     @put("/budgets/{team:str}", guards=[admin_guard])
@@ -159,20 +147,20 @@ class FinanceController(Controller):
             (status,) = budget_status(session=session, teams=[team])
             return status.as_json() | {"alert_webhook": status.alert_webhook}
 
-        return await _write(request, work)
+        return await write(request, work)
 
     @delete("/budgets/{team:str}", guards=[admin_guard], status_code=200)
     async def clear_budget(self, request: AnyRequest, team: str) -> dict[str, Any]:
-        await _write(request, lambda s, actor: clear_budget(session=s, team=team, actor=actor))
+        await write(request, lambda s, actor: clear_budget(session=s, team=team, actor=actor))
         return {"team": team, "deleted": True}
 
     @get("/limits", guards=[admin_guard])
     async def limits(self, request: AnyRequest) -> dict[str, Any]:
-        return {"object": "list", "data": await _read(request, lambda s: list_rate_limits(session=s))}
+        return {"object": "list", "data": await read(request, lambda s: list_rate_limits(session=s))}
 
     @put("/limits/teams/{team:str}", guards=[admin_guard])
     async def set_team_limit(self, request: AnyRequest, team: str, data: RateSet) -> dict[str, Any]:
-        await _write(
+        await write(
             request, lambda s, actor: set_rate_limit(session=s, team=team, rpm=data.rpm, tpm=data.tpm, actor=actor)
         )
         return {"scope": "team", "team": team, "key_id": None, "rpm": data.rpm, "tpm": data.tpm}
@@ -181,7 +169,7 @@ class FinanceController(Controller):
     async def set_key_limit(
         self, request: AnyRequest, data: RateSet, key_id: int = Parameter(ge=1, le=2**31 - 1)
     ) -> dict[str, Any]:
-        limit = await _write(
+        limit = await write(
             request,
             lambda s, actor: set_rate_limit(session=s, key_id=key_id, rpm=data.rpm, tpm=data.tpm, actor=actor),
         )
@@ -202,7 +190,7 @@ class FinanceController(Controller):
         if first and last and first > last:
             raise Invalid(f"'from' ({first}) is after 'to' ({last})", param="from")
         prices = gateway_of(request).prices
-        return await _read(
+        return await read(
             request, lambda s: savings(session=s, prices=prices, alias=alias, team=team, start=first, end=last)
         )
 
@@ -238,4 +226,4 @@ class TeamUsageController(Controller):
             model=model,
             **_filters(request, key, user, endpoint),
         )
-        return await _read(request, work)
+        return await read(request, work)

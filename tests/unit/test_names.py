@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from tunegate.config import ConfigError, parse_settings
-from tunegate.proxy.routes.admin import TeamChange, TeamCreate
+from tunegate.proxy.routes.teams import TeamChange, TeamCreate
 from tunegate.registry.aliases import AliasChange, write_alias
 from tunegate.registry.db import make_engine, migrate
 from tunegate.registry.errors import Invalid
