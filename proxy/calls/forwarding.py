@@ -184,7 +184,7 @@ async def _open_stream(
             body = await upstream.aread()
             await upstream.aclose()
             return _answer(exchange, attempt, upstream.status_code, body, record)[0]
-        events = Events(upstream.aiter_bytes())
+        events = Events(upstream.aiter_bytes(), named=exchange.shape.named_events)
         first = await events.next()  # nothing has reached the client yet: a failure here can still fall back
         if first is None:
             raise _FallBack(answered_badly(attempt.upstream, 502, b""))

@@ -24,12 +24,14 @@ class Named(bytes):
 
 class Events:
     """The ``data:`` payloads of an SSE body, in the groups the network delivers them: the events that arrive
-    together are relayed together, at once (one write to the client, not one per event), none is held back. A
-    payload whose event had an ``event:`` line is :class:`Named`."""
+    together are relayed together, at once (one write to the client, not one per event), none is held back.
+    ``named``: the body's events have ``event:`` lines to keep (the Responses API's), and a payload whose event
+    had one is :class:`Named`; else only ``data:`` lines are read (chat: looking for names costs ~0.4 µs a read)."""
 
-    def __init__(self, body: AsyncIterator[bytes]) -> None:
+    def __init__(self, body: AsyncIterator[bytes], *, named: bool = False) -> None:
         self._body = body
         self._rest = b""
+        self._named_events = named
         self._name = b""  # the ``event:`` line of the event being read
 
     async def next(self) -> list[bytes] | None:
@@ -38,16 +40,18 @@ class Events:
             data = await anext(self._body, None)
             if data is None:
                 rest, self._rest = self._rest, b""
-                events = self._payloads([rest]) if rest.startswith(b"data:") else []
-                return events or None
+                if not rest.startswith(b"data:"):
+                    return None
+                return self._named([rest]) if self._named_events else [rest[5:].strip()]
             *lines, self._rest = (self._rest + data).split(b"\n")
-            events = self._payloads(lines)
+            if self._named_events:
+                events = self._named(lines)
+            else:
+                events = [line[5:].strip() for line in lines if line.startswith(b"data:")]
             if events:
                 return events
 
-    def _payloads(self, lines: list[bytes]) -> list[bytes]:
-        if not self._name and b"event:" not in b"".join(lines):  # chat: data lines only
-            return [line[5:].strip() for line in lines if line.startswith(b"data:")]
+    def _named(self, lines: list[bytes]) -> list[bytes]:
         events: list[bytes] = []
         for line in lines:
             if line.startswith(b"data:"):

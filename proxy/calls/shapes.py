@@ -13,6 +13,7 @@ class Shape:
     """Chat completions and legacy completions: chunks with ``choices``, usage in a last chunk of its own."""
 
     asks_usage = True  # the gateway asks for ``stream_options.include_usage`` (and removes what it asked for)
+    named_events = False  # a stream's events have no ``event:`` line to keep
 
     def rename(self, obj: dict[str, Any], alias: str) -> None:
         obj["model"] = alias
@@ -58,6 +59,7 @@ class ResponsesShape(Shape):
     ``output_tokens``), text in ``response.output_text.delta`` events, errors as ``error`` events."""
 
     asks_usage = False  # the final response always carries its usage
+    named_events = True  # each event comes with its ``event:`` line, and is sent on with it
 
     def rename(self, obj: dict[str, Any], alias: str) -> None:
         if obj.get("object") == "response":
