@@ -6,12 +6,14 @@ Nothing here runs on the request path; ``registry`` starts no processes, so the 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +83,58 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class BatchedStreamHandler(logging.Handler):
+    """A stream handler that formats and writes on a thread of its own, the lines of ``interval`` seconds in one
+    write: a request pays for making its record (the access log writes one a request), not for the formatting,
+    the lock and the system call of a write each. Closed (at exit, by logging.shutdown) it writes what is left."""
+
+    def __init__(self, stream: Any = None, *, interval: float = 0.1) -> None:
+        super().__init__()
+        self._stream = stream if stream is not None else sys.stderr
+        self._interval = interval
+        self._pending: collections.deque[logging.LogRecord] = collections.deque()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="tunegate-log", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._pending.append(record)  # deque.append is atomic: no lock on the caller's side
+        if record.levelno >= logging.WARNING:
+            self._wake.set()  # a warning is written at once
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._write()
+
+    def _write(self) -> None:
+        lines = []
+        while self._pending:
+            record = self._pending.popleft()
+            try:
+                lines.append(self.format(record) + "\n")
+            except Exception:
+                self.handleError(record)
+        if lines:
+            try:
+                self._stream.write("".join(lines))
+                self._stream.flush()
+            except (OSError, ValueError):  # the stream is gone (the process is ending)
+                pass
+
+    def flush(self) -> None:
+        self._write()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=2)
+        self._write()
+        super().close()
+
+
 def configure_logging(log_format: str | None = None, level: str | None = None) -> None:
     """The process's log on stderr: ``text`` or ``json`` lines (else $TUNEGATE_LOG_FORMAT, else text) at ``level``
     (else $TUNEGATE_LOG_LEVEL, else info); the access log (proxy.access_log) is its INFO lines."""
@@ -88,7 +142,7 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
     level = level or os.environ.get(LOG_LEVEL_ENV) or "info"
     if log_format not in LOG_FORMATS or level not in LOG_LEVELS:
         raise ValueError(f"log format {log_format!r} / level {level!r}: use one of {LOG_FORMATS} / {LOG_LEVELS}")
-    handler = logging.StreamHandler()
+    handler = BatchedStreamHandler()
     text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(JsonFormatter() if log_format == "json" else text)
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
