@@ -135,7 +135,7 @@ async def relay(
             else answered_badly(attempt.upstream, 502, b"")
         )
         status = error.status
-        yield shape.error_event(error.payload(), name)
+        yield shape.error_event(error.payload())
     finally:
         with anyio.CancelScope(shield=True):
             await upstream.aclose()

@@ -49,7 +49,7 @@ class Shape:
         """The id of an object the upstream keeps for later calls (none here yet)."""
         return None
 
-    def error_event(self, error: dict[str, Any], name: bytes | None) -> bytes:
+    def error_event(self, error: dict[str, Any]) -> bytes:
         """The gateway's own last event when the upstream's stream broke off."""
         return b"data: " + orjson.dumps(error) + b"\n\n"
 
@@ -111,7 +111,7 @@ class ResponsesShape(Shape):
         identifier = response.get("id")
         return identifier if response.get("store") is not False and isinstance(identifier, str) else None
 
-    def error_event(self, error: dict[str, Any], name: bytes | None) -> bytes:
+    def error_event(self, error: dict[str, Any]) -> bytes:
         inner = error.get("error") or {}
         event = {"type": "error", "code": inner.get("code"), "message": inner.get("message"), "param": None}
         return b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
