@@ -74,7 +74,7 @@ def _attempt(
     if target.system_prompt and exchange.endpoint == "chat.completions":
         payload["messages"], added = inject(exchange.body["messages"], target.system_prompt, exchange.alias.spec.policy)
         injected = exchange.alias.system_prompt_tokens(target) if added else 0
-    elif target.system_prompt and exchange.endpoint == "responses":
+    elif target.system_prompt and exchange.endpoint in ("responses", "responses.input_tokens"):
         payload["instructions"], added = instruct(
             exchange.body.get("instructions"), target.system_prompt, exchange.alias.spec.policy
         )

@@ -122,4 +122,4 @@ RESPONSES = ResponsesShape()
 
 
 def shape_of(endpoint: str) -> Shape:
-    return RESPONSES if endpoint == "responses" else CHAT
+    return RESPONSES if endpoint.startswith("responses") else CHAT

@@ -20,7 +20,8 @@ alphanumeric run is one token, every other non-space character (punctuation, CJK
   cached_tokens = 3 + count("developer") + count(instructions) when an earlier request sent the same
   instructions (chat system prompts and instructions share one cache), else 0; reasoning_tokens is always 0.
   Stored responses (``store``, default true) answer GET/DELETE ``/v1/responses/{id}``, ``/cancel`` (only a
-  ``background`` one, which stays in_progress until it is read or cancelled) and ``/input_items``.
+  ``background`` one, which stays in_progress until it is read or cancelled) and ``/input_items``;
+  ``POST /v1/responses/input_tokens`` answers the input_tokens the same request would count.
 
 Control endpoints (outside ``/v1``): ``POST/DELETE /_faults``, ``GET/DELETE /_stats``, ``GET /_requests``,
 ``POST /_models``, ``DELETE /_cache`` (forget the prompt cache).
@@ -358,6 +359,7 @@ class FakeUpstream:
             ("POST", "/v1/completions"): self._completions,
             ("POST", "/v1/embeddings"): self._embeddings,
             ("POST", "/v1/responses"): self._create_response,
+            ("POST", "/v1/responses/input_tokens"): self._count_input_tokens,
             ("GET", "/v1/models"): self._list_models,
             ("POST", "/v1/files"): self._create_file,
             ("GET", "/v1/files"): self._list_files,
@@ -901,6 +903,17 @@ class FakeUpstream:
             item["sequence_number"] = number
         await self._named_sse(send, events, fault, keep)
         return None
+
+    async def _count_input_tokens(self, req: _Req, send: Send) -> Any:
+        """``POST /v1/responses/input_tokens``: what ``input_tokens`` a response to this request would count."""
+        body = req.obj()
+        model = _need(body, "model")
+        instructions = body.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise _ApiError(400, "Invalid type for 'instructions': expected a string.", param="instructions")
+        await self._apply_fault(model, send, False)
+        messages = self._response_messages(instructions, self._response_input(body.get("input")))
+        return {"object": "response.input_tokens", "input_tokens": _chat_prompt_tokens(messages)}
 
     async def _named_sse(
         self, send: Send, events: list[dict[str, Any]], fault: _Fault | None, on_done: Callable[[], None]

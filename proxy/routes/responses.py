@@ -1,7 +1,7 @@
 """OpenAI's Responses API on aliases: ``POST /v1/responses`` is a model call (run by tunegate.proxy.calls.endpoint),
 and a stored response is read, deleted, cancelled and its input items listed at the upstream that stored it, by
 the team that created it only: another team's id is answered exactly as an unknown one (404). The handlers
-translate HTTP; the work is tunegate.proxy.calls.stored's."""
+translate HTTP; the work is tunegate.proxy.calls.stored's (and counting's, for ``POST …/input_tokens``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.types import ASGIApp
 
 from tunegate.proxy.auth import team_caller
+from tunegate.proxy.calls.counting import count_input_tokens
 from tunegate.proxy.calls.endpoint import model_call
 from tunegate.proxy.calls.stored import at_upstream
 from tunegate.proxy.errors import json_response
@@ -27,6 +28,10 @@ class ResponsesController(Controller):
     @post("", status_code=200)
     async def create_response(self, request: AnyRequest) -> ASGIApp:
         return cast("ASGIApp", await model_call(gateway_of(request), request, "/responses"))
+
+    @post("/input_tokens", status_code=200)
+    async def input_tokens(self, request: AnyRequest) -> ASGIApp:
+        return cast("ASGIApp", await count_input_tokens(gateway_of(request), request))
 
     @get("/{response_id:str}")
     async def retrieve_response(self, request: AnyRequest, response_id: str) -> Response[bytes]:

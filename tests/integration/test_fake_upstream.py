@@ -524,6 +524,10 @@ def test_responses_echo_usage_and_instructions_cache(client: openai.OpenAI) -> N
     assert first.usage.output_tokens_details.reasoning_tokens == 0
     no_instructions = client.responses.create(model="gpt-4o-mini", input=[{"role": "user", "content": REPLY[6:]}])
     assert no_instructions.usage is not None and no_instructions.usage.input_tokens == 3 + 8
+    counted = client.responses.input_tokens.count(
+        model="gpt-4o-mini", input="Hello, world!", instructions="You are terse."
+    )
+    assert counted.input_tokens == RESPONSE_INPUT_TOKENS
     cut = client.responses.create(model="gpt-4o-mini", input="Hello, world!", max_output_tokens=2)
     assert (cut.status, cut.output_text) == ("incomplete", "Echo:")
     assert cut.incomplete_details is not None and cut.incomplete_details.reason == "max_output_tokens"

@@ -11,10 +11,12 @@ import httpx
 import openai
 import orjson
 import pytest
+from sqlmodel import Session, col, select
 
 from tests.utils.gateways import GatewayHandle
 from tests.utils.tokens import TIKTOKEN_EXACT
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
+from tunegate.registry.models import UsageRecord
 
 QUESTION = "Where is gate D?"  # 5 tokens by the fake's rule (and tiktoken's)
 ANSWER = "Echo: Where is gate D?"
@@ -190,6 +192,34 @@ def test_a_stream_the_upstream_cuts_ends_with_an_error_event_and_a_partial_recor
     assert record.prompt_tokens > 0 and record.completion_tokens > 0  # estimated: the upstream never counted
     if TIKTOKEN_EXACT:
         assert (record.prompt_tokens, record.completion_tokens) == (QUESTION_TOKENS, 1)
+
+
+def test_input_tokens_are_counted_by_the_target_with_the_prompt_injected_and_spend_nothing(
+    gateway: GatewayHandle, fake_upstream: FakeUpstreamHandle
+) -> None:
+    raw = client(gateway).responses.input_tokens.with_raw_response.count(model="prompted-prepend", input=QUESTION)
+
+    assert raw.parse().input_tokens == 3 + (3 + 1 + 3) + 9  # what the response would count, the prompt included
+    assert (raw.headers["x-tunegate-model"], raw.headers["x-tunegate-served-by"]) == ("gpt-4o-mini", "model")
+    sent = fake_upstream.requests(1)[-1]
+    assert (sent["path"], sent["json"]["model"], sent["json"]["instructions"]) == (
+        "/v1/responses/input_tokens",
+        "gpt-4o-mini",
+        BRIEF,
+    )
+    fake_upstream.fault(model=FT_FLAKY, status=503)
+    fallen = client(gateway).responses.input_tokens.with_raw_response.count(model="fallback-demo", input=QUESTION)
+    assert (fallen.parse().input_tokens, fallen.headers["x-tunegate-served-by"]) == (3 + 7 + 9, "fallback")
+    with pytest.raises(openai.NotFoundError) as unknown_alias:
+        client(gateway).responses.input_tokens.count(model="no-such-alias", input=QUESTION)
+    assert unknown_alias.value.code == "model_not_found"
+
+    # Counting spends nothing: the next call's record is written, the counts' never are.
+    after = client(gateway).responses.with_raw_response.create(model="pudong-support", input=QUESTION, store=False)
+    gateway.usage(after.headers["x-request-id"])
+    with Session(gateway.engine) as session:
+        counted = [raw.headers["x-request-id"], fallen.headers["x-request-id"]]
+        assert session.exec(select(UsageRecord).where(col(UsageRecord.request_id).in_(counted))).all() == []
 
 
 def test_an_upstream_that_echoes_its_key_has_it_removed_from_error_events_and_refusals(
