@@ -1,14 +1,16 @@
 """``tunegate team|key|alias|upstream|audit|apply``: the admin API of a running gateway, from a terminal.
 
 Talks HTTP to ``--url`` (else $TUNEGATE_URL, else http://127.0.0.1:8000) with $TUNEGATE_ADMIN_KEY. Prints
-tables, or the server's JSON with ``--json``. Exit status: 0 done, 1 the server refused (its message is
-printed) or could not be reached, 2 a usage error.
+tables, or the server's answer with ``--output json|yaml`` (``--json``). Exit status: 0 done, 1 the server refused
+(its message is printed) or could not be reached, 2 a usage error; ``apply --diff-exit-code``: 1 when the file would
+change the gateway.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,8 +105,9 @@ def key_create(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]
     if args.expires:
         body["expires_at"] = parse_expiry(args.expires)
     key = client.call("POST", "/admin/keys", body=body)
-    text = f"{key['key']}\n\nkey {key['id']} for team {key['team']} ({key['role']}): shown once, store it now"
-    return key, text
+    # Only the key on stdout, so KEY=$(tunegate key create ...) holds the key and the notice still reaches the terminal.
+    print(f"key {key['id']} for team {key['team']} ({key['role']}): shown once, store it now", file=sys.stderr)
+    return key, key["key"]
 
 
 def key_list(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
@@ -346,10 +349,13 @@ def describe_change(change: dict[str, Any]) -> list[str]:
     return lines
 
 
-def apply(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
+def apply(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str, int]:
     import yaml
 
-    path = Path(args.file)
+    if (args.file is None) == (args.file_option is None):
+        raise UsageError("apply: give the file once: tunegate apply FILE (or -f FILE)")
+    path = Path(args.file or args.file_option)
+    dry_run = args.dry_run or args.diff_exit_code
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
@@ -360,17 +366,17 @@ def apply(args: argparse.Namespace, client: AdminClient) -> tuple[Any, str]:
         raise UsageError(f"{path}: the top level must be a mapping of keys")
     # YAML may hold values JSON has no type for (an unquoted date): send them as text; the server judges them.
     config = json.loads(json.dumps(config, default=str))
-    body = {"config": config, "source": str(path), "dry_run": args.dry_run, "prune": args.prune}
+    body = {"config": config, "source": str(path), "dry_run": dry_run, "prune": args.prune}
     result = client.call("POST", "/admin/apply", body=body)
     lines = [line for change in result["changes"] for line in describe_change(change)]
     count = len(result["changes"])
     if not count:
         lines.append("no changes: the gateway already says what the file says")
-    elif args.dry_run:
+    elif dry_run:
         lines.append(f"dry run: {count} change{'s' * (count != 1)}, nothing written")
     else:
         lines.append(f"applied {count} change{'s' * (count != 1)}")
-    return result, "\n".join(lines)
+    return result, "\n".join(lines), 1 if args.diff_exit_code and count else 0
 
 
 # -- the parser ----------------------------------------------------------------------------------------------
@@ -482,6 +488,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     log.add_argument("--target")
 
     apply_ = _command(sub, "apply", apply, "bring teams, upstreams and aliases to what a file says", common)
-    apply_.add_argument("-f", "--file", required=True, help="a gateway YAML (tunegate.yaml)")
+    apply_.add_argument("file", nargs="?", help="a gateway YAML (tunegate.yaml)")
+    apply_.add_argument("-f", "--file", dest="file_option", metavar="FILE", help="the same, as an option")
     apply_.add_argument("--dry-run", action="store_true", help="print the diff only; write nothing")
+    apply_.add_argument(
+        "--diff-exit-code",
+        action="store_true",
+        help="a dry run whose exit status says whether the gateway differs from the file: 1 changes, 0 none",
+    )
     apply_.add_argument("--prune", action="store_true", help="also delete aliases and upstreams the file leaves out")

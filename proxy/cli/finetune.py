@@ -9,16 +9,16 @@ error.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tunegate.proxy.cli.client import AdminClient, UsageError, common_options, runner
-from tunegate.proxy.cli.output import file_line, lineage_text, table, when
+from tunegate.proxy.cli.client import AdminClient, UsageError, common_options, output_of, runner
+from tunegate.proxy.cli.output import file_line, lineage_text, render, table, when
 
 DEFAULT_MODEL = "gpt-3.5-turbo-0613"
+JOB_STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")  # OpenAI's
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     finetune = sub.add_parser("finetune", help="fine-tuning: validate a file, list and follow jobs, promote")
     actions = finetune.add_subparsers(dest="finetune_command", required=True, metavar="ACTION")
 
-    validate = actions.add_parser("validate", help="check a JSONL training file offline: errors by line, tokens, cost")
+    validate = actions.add_parser(
+        "validate", help="check a JSONL training file offline: errors by line, tokens, cost", parents=[common]
+    )
     validate.add_argument("file", type=Path)
     validate.add_argument("--model", default=DEFAULT_MODEL, help=f"the model to fine-tune (default {DEFAULT_MODEL})")
     validate.add_argument(
@@ -36,12 +38,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the job's method.type, whose format the file must have (default supervised)",
     )
     validate.add_argument("--prices", type=Path, help="a price table (default: the shipped config/prices.yaml)")
-    validate.add_argument("--json", action="store_true", help="the report as JSON")
     validate.set_defaults(run=run_validate)
 
     listing = actions.add_parser("list", help="fine-tuning jobs of every team", parents=[common])
     listing.add_argument("--team")
-    listing.add_argument("--status", help="validating_files, queued, running, succeeded, failed or cancelled")
+    listing.add_argument("--status", choices=JOB_STATUSES, metavar="STATUS", help=", ".join(JOB_STATUSES))
     listing.set_defaults(run=runner(job_list))
 
     status = actions.add_parser("status", help="a job, its events and its lineage", parents=[common])
@@ -97,8 +98,8 @@ def run_validate(args: argparse.Namespace) -> int:
     except PriceTableError as exc:
         print(f"tunegate: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    if output_of(args) != "table":
+        print(render(report.to_dict(), output_of(args)))
     else:
         print(report.to_text())
         if price is None and args.method != "reinforcement":

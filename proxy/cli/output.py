@@ -1,10 +1,22 @@
-"""What the commands print: tables, times, and an alias's lineage."""
+"""What the commands print: tables, times (in the local zone, marked with it), an alias's lineage, and the server's
+answer as JSON or YAML."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+
+def render(data: Any, output: str) -> str:
+    """The server's answer as ``json`` or ``yaml`` (keys in the server's order)."""
+    if output == "yaml":
+        import yaml
+
+        text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        return text.rstrip("\n")
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -33,11 +45,23 @@ def short(text: str | None, width: int = 60) -> str:
 
 
 def when(value: int | str | None) -> str:
+    """A moment from the server (Unix seconds, or ISO 8601, UTC when it names no zone) in the local zone, marked
+    with it: 2026-12-04 01:52:24+08:00. One word for the date and one for the time, as the tables had before."""
     if value is None:
         return "-"
     if isinstance(value, int):
-        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return value[:19].replace("T", " ")
+        moment = datetime.fromtimestamp(value, UTC)
+    elif len(value) == 10:
+        return value  # a day, not a moment
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value  # not a moment (a date the server wrote as text): shown as it came
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    local = moment.astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S") + local.isoformat()[-6:]
 
 
 def file_line(file: dict[str, Any] | None) -> str:

@@ -1,4 +1,5 @@
-"""``tunegate serve``, ``tunegate fake-upstream`` and ``tunegate db upgrade``: the commands that run things."""
+"""``tunegate serve``, ``tunegate fake-upstream`` and ``tunegate db upgrade``: the commands that run things; and
+``tunegate config check``, serve's start-up validation of the files without a server."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import threading
 from typing import Any
 
 from tunegate.config import ConfigError, Settings, load_settings
+from tunegate.config.settings import METRICS_OPEN_ENV
 from tunegate.proxy.serving import (
     DEMO_UPSTREAM_ENV,
     LOG_FORMAT_ENV,
@@ -67,6 +69,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fake.add_argument("--api-key", help="require this key (default: accept any)")
     fake.set_defaults(run=run_fake_upstream)
 
+    config = sub.add_parser("config", help="the gateway YAML: check")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser(
+        "check", help="validate a gateway YAML and its price table as serve does at start, without a server"
+    )
+    check.add_argument("file", help="the gateway YAML (tunegate.yaml)")
+    check.set_defaults(run=run_config_check)
+
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema to the latest version")
@@ -102,6 +112,9 @@ def _start_demo_upstream() -> str:
 def _demo_settings(settings: Settings) -> Settings:
     if not os.environ.get("TUNEGATE_ADMIN_KEY"):
         os.environ["TUNEGATE_ADMIN_KEY"] = DEMO_ADMIN_KEY
+    if settings.metrics.token is None:  # a demo's /metrics is open (a configured token still applies)
+        os.environ[METRICS_OPEN_ENV] = "1"  # workers (`--workers N`) read it from here too
+        settings = settings.model_copy(update={"metrics": settings.metrics.model_copy(update={"open": True})})
     if os.environ.get("OPENAI_API_KEY"):
         return settings
     os.environ[DEMO_UPSTREAM_ENV] = _start_demo_upstream()  # workers (`--workers N`) read it from here too
@@ -169,7 +182,12 @@ def _print_demo(team: str | None, host: str, port: int) -> None:
         f"\ntunegate demo{demo_upstream}\n"
         f"  base_url  http://{host}:{port}/v1\n"
         f"  api key   {DEMO_KEY}   (team {team})\n"
-        f"  admin key {os.environ['TUNEGATE_ADMIN_KEY']}\n",
+        f"  admin key {os.environ['TUNEGATE_ADMIN_KEY']}\n"
+        + (
+            f"  metrics   http://{host}:{port}/metrics   (open to everyone: demo mode)\n"
+            if os.environ.get(METRICS_OPEN_ENV) == "1"
+            else ""
+        ),
         flush=True,
     )
 
@@ -225,6 +243,25 @@ def run_fake_upstream(args: argparse.Namespace) -> int:
     from tunegate.proxy.fake_upstream import serve
 
     serve(host=args.host, port=args.port, api_key=args.api_key)
+    return 0
+
+
+def run_config_check(args: argparse.Namespace) -> int:
+    """Exit 0, or 2 with the message ``tunegate serve`` prints for the same file."""
+    from tunegate.config.prices import PriceTableError
+    from tunegate.registry.pricing import PriceTable
+
+    settings = load_or_exit(args.file)
+    try:
+        PriceTable.load(settings.prices_path)  # as the gateway loads it at start
+    except PriceTableError as exc:
+        print(f"tunegate: configuration error:\n{settings.source}: prices.file: {exc}", file=sys.stderr)
+        return 2
+    counts = [(len(settings.teams), "team", "teams"), (len(settings.upstreams), "upstream", "upstreams")]
+    counts.append((len(settings.aliases), "alias", "aliases"))
+    named = ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts)
+    prices = settings.prices_path or "the packaged price table"
+    print(f"{settings.source}: ok ({named}; prices: {prices})")
     return 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tunegate.proxy.cli.client import AdminClient, CommandError, UsageError, common_options, runner
+from tunegate.proxy.cli.client import AdminClient, CommandError, UsageError, common_options, output_of, runner
 from tunegate.proxy.cli.output import table
 
 
@@ -93,8 +93,8 @@ def usage_report(args: argparse.Namespace, client: AdminClient) -> tuple[Any, st
             raise UsageError(f"--metadata takes KEY=VALUE, got '{pair}'")
         params[f"metadata.{name}"] = value
     if args.csv:
-        if args.json:
-            raise UsageError("--csv and --json exclude each other")
+        if output_of(args) != "table":
+            raise UsageError(f"--csv and --output {output_of(args)} exclude each other")
         return None, _csv(client, params).rstrip("\n")
     report = client.call("GET", "/admin/usage", params=params)
     groups: list[str] = report["group_by"]
