@@ -12,13 +12,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tunegate.config.names import WILDCARD, alias_name_problem, team_name_problem, upstream_name_problem
 from tunegate.config.prices import PriceTableError, load_prices
 from tunegate.config.splits import ModelRepeated, WeightsOff, split_problem
 
 DEFAULT_CONFIG = Path(__file__).with_name("tunegate.yaml")
+METRICS_OPEN_ENV = "TUNEGATE_METRICS_OPEN"  # "1": /metrics open (what `serve --demo` sets for its workers)
 _ENV_REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 
 Policy = Literal["prepend", "if_absent", "replace"]
@@ -75,9 +84,13 @@ class CacheSettings(_Strict):
 
 
 class MetricsSettings(_Strict):
-    # "$ENV_NAME": /metrics then wants "Authorization: Bearer <its value>" (and refuses all if it is unset);
-    # None: /metrics is open, for a scraper on a private network.
+    # /metrics shows every team's aliases, models, tokens and spend, so it wants a token by default:
+    # "$ENV_NAME": "Authorization: Bearer <its value>" (everyone is refused while the variable is unset);
+    # None: everyone is refused (403 metrics_token_unset) unless `open` is true.
     token: str | None = None
+    # true: /metrics answers without a token, for a scraper on a private network (`tunegate serve --demo` sets it,
+    # as TUNEGATE_METRICS_OPEN=1, when no token is configured).
+    open: bool = False
 
     @field_validator("token")
     @classmethod
@@ -85,6 +98,12 @@ class MetricsSettings(_Strict):
         if value is not None and env_ref(value) is None:
             raise ValueError("write the token as $ENV_NAME and set that environment variable")
         return value
+
+    @model_validator(mode="after")
+    def _token_or_open(self) -> MetricsSettings:
+        if self.open and self.token is not None:
+            raise ValueError("'open' and 'token' are both set: choose one (a token, or open to everyone)")
+        return self
 
 
 class PricesSettings(_Strict):
@@ -193,6 +212,10 @@ def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
         server["admin_key"] = "$TUNEGATE_ADMIN_KEY"
     if "TUNEGATE_METRICS_TOKEN" in env:
         raw.setdefault("metrics", {})["token"] = "$TUNEGATE_METRICS_TOKEN"
+    elif env.get(METRICS_OPEN_ENV) == "1":
+        metrics = raw.setdefault("metrics", {})
+        if isinstance(metrics, dict) and metrics.get("token") is None:  # a configured token still applies
+            metrics["open"] = True
     if host := env.get("TUNEGATE_HOST"):
         server["host"] = host
     if port := env.get("TUNEGATE_PORT"):

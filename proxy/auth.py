@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from tunegate.proxy.errors import AuthenticationFailed, PermissionDenied, invalid_api_key
-from tunegate.registry.teams import Caller, find_caller
+from tunegate.registry.teams import FINANCE_ROLES, Caller, find_caller
 
 _PREFIX = "Bearer "
 
@@ -86,16 +86,31 @@ async def team_caller(keys: Keys, authorization: str | None, *, cannot: str) -> 
 async def actor_of(keys: Keys, admin_key: str | None, authorization: str | None, *, finance: bool = False) -> str:
     """Who an admin request acts as: "admin" for $TUNEGATE_ADMIN_KEY, a named admin key's name, or (where
     ``finance`` may read) "finance" for a finance key."""
+    actor, _ = await _admin_or_finance(keys, admin_key, authorization, finance=finance)
+    return actor
+
+
+async def finance_reader(
+    keys: Keys, admin_key: str | None, authorization: str | None
+) -> tuple[str, frozenset[int] | None]:
+    """Who reads a finance route, and the ids of the teams whose figures it may read (None: every team's): an
+    admin or ``finance`` key reads all; a ``team_finance`` key its own team's only."""
+    return await _admin_or_finance(keys, admin_key, authorization, finance=True)
+
+
+async def _admin_or_finance(
+    keys: Keys, admin_key: str | None, authorization: str | None, *, finance: bool
+) -> tuple[str, frozenset[int] | None]:
     given = bearer(authorization)
     if admin_key and hmac.compare_digest(given.encode(), admin_key.encode()):
-        return "admin"
+        return "admin", None
     caller = await keys.find(given) if given else None
     if caller is not None and not caller.expired():
         if caller.role == "admin" and caller.name:
-            return caller.name
-        if caller.role == "finance":
+            return caller.name, None
+        if caller.role in FINANCE_ROLES:
             if finance:
-                return "finance"
+                return "finance", None if caller.role == "finance" else frozenset({caller.team_id})
             raise PermissionDenied("A finance key may read usage, budgets and savings only.")
     if not admin_key:
         raise PermissionDenied(
@@ -114,8 +129,16 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
 
 
 async def finance_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """The routes finance may read: the admin keys, or a finance key (``connection.state.actor`` is "finance")."""
+    """The routes finance may read: the admin keys, or a finance key (``connection.state.actor`` is "finance");
+    ``connection.state.teams`` holds the ids of the teams it may read (None: every team): see ``readable_teams``."""
     gateway = connection.app.state.gateway
-    connection.state.actor = await actor_of(
-        gateway.keys, gateway.settings.admin_key, connection.headers.get("authorization"), finance=True
+    connection.state.actor, connection.state.teams = await finance_reader(
+        gateway.keys, gateway.settings.admin_key, connection.headers.get("authorization")
     )
+
+
+def readable_teams(connection: ASGIConnection[Any, Any, Any, Any]) -> frozenset[int] | None:
+    """The teams a request that passed ``finance_guard`` may read (None: every team); every finance read filters
+    by them, so another team's figures read as a team with none."""
+    teams: frozenset[int] | None = connection.state.teams
+    return teams

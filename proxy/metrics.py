@@ -127,6 +127,7 @@ class GatewayMetrics:
     ) -> None:
         self._engine = engine
         self._token_ref = settings.metrics.token
+        self._open = settings.metrics.open
         # Another replica's new team or alias is labelled by name within this long (at least once a second).
         self._refresh_seconds = max(1.0, refresh_seconds if refresh_seconds is not None else settings.cache.ttl_seconds)
         self._known = KnownNames()
@@ -428,8 +429,16 @@ class GatewayMetrics:
 
     # -- exposition ------------------------------------------------------------------------------------
     def check_token(self, authorization: str | None) -> None:
+        """/metrics shows every team's figures: a token is wanted unless ``metrics.open`` says otherwise."""
         if self._token_ref is None:
-            return
+            if self._open:
+                return
+            raise PermissionDenied(
+                "/metrics needs a token: set TUNEGATE_METRICS_TOKEN in the gateway's environment (or metrics.token:"
+                " $ENV_NAME in its configuration) and scrape with 'Authorization: Bearer <its value>';"
+                " or set metrics.open: true for a scraper on a private network.",
+                code="metrics_token_unset",
+            )
         expected = resolve_secret(self._token_ref)
         if not expected:
             raise PermissionDenied(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -164,8 +164,11 @@ def _bucket(session: Session, start: int, width: int) -> Any:
     return cast(func.floor((func.extract("epoch", at) - start) / width), BigInteger)
 
 
-def organization_page(*, session: Session, query: OrganizationQuery) -> dict[str, Any]:
-    """One page of ``query``'s buckets (every bucket of the page, empty ones with no results), in OpenAI's shape."""
+def organization_page(
+    *, session: Session, query: OrganizationQuery, team_ids: Collection[int] | None = None
+) -> dict[str, Any]:
+    """One page of ``query``'s buckets (every bucket of the page, empty ones with no results), in OpenAI's shape;
+    ``team_ids``: only these teams' (projects') records (what a team's finance key may read); None: every team's."""
     width = query.width
     buckets = min(query.limit, -(-(query.end_time - query.first_bucket) // width))
     page_end = min(query.end_time, query.first_bucket + buckets * width)
@@ -197,6 +200,8 @@ def organization_page(*, session: Session, query: OrganizationQuery) -> dict[str
         )
     if query.batch:  # the gateway sends no batch jobs
         statement = statement.where(false())
+    if team_ids is not None:
+        statement = statement.where(col(UsageRecord.team_id).in_(sorted(team_ids)))
     for name, values in (
         ("project_id", query.project_ids),
         ("user_id", query.user_ids),

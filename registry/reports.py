@@ -10,7 +10,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from decimal import Decimal
@@ -207,6 +207,7 @@ def usage_report(
     group_by: Sequence[str],
     team_id: int | None = None,
     team: str | None = None,
+    team_ids: Collection[int] | None = None,
     alias: str | None = None,
     model: str | None = None,
     key_id: int | None = None,
@@ -215,7 +216,8 @@ def usage_report(
     metadata: Mapping[str, str] | None = None,
 ) -> UsageReport:
     """Usage between ``start`` and ``end`` (inclusive days), summed per distinct ``group_by`` values (a record
-    whose key, user or metadata key is missing makes a group of its own, labelled None)."""
+    whose key, user or metadata key is missing makes a group of its own, labelled None). ``team_ids``: only
+    these teams' records (what a team's finance key may read); None: every team's."""
     keys = [_column(name) for name in group_by]
     query = (
         select(*keys, *_measures())
@@ -226,6 +228,8 @@ def usage_report(
         query = query.where(col(UsageRecord.team_id) == team_id)
     if team is not None:
         query = query.where(col(Team.name) == team)
+    if team_ids is not None:
+        query = query.where(col(UsageRecord.team_id).in_(sorted(team_ids)))
     if alias is not None:
         query = query.where(col(UsageRecord.alias) == alias)
     if model is not None:
@@ -293,11 +297,13 @@ def _money(value: Decimal) -> str:
     return money(value.quantize(QUANTUM))
 
 
-def _alias_spec(session: Session, name: str, team: str | None) -> AliasSpec | None:
+def _alias_spec(session: Session, name: str, team: str | None, team_ids: Collection[int] | None) -> AliasSpec | None:
     query = select(Alias, AliasVersion).join(
         AliasVersion,
         (col(AliasVersion.alias_id) == col(Alias.id)) & (col(AliasVersion.version) == col(Alias.current_version)),
     )
+    if team_ids is not None:  # the global alias, or these teams' own
+        query = query.where(col(Alias.team_id).is_(None) | col(Alias.team_id).in_(sorted(team_ids)))
     rows = session.exec(query.where(col(Alias.name) == name)).all()
     team_id = None
     if team is not None:
@@ -314,13 +320,15 @@ def savings(
     prices: PriceTable,
     alias: str,
     team: str | None = None,
+    team_ids: Collection[int] | None = None,
     start: date | None = None,
     end: date | None = None,
 ) -> dict[str, Any]:
     """Requests of ``alias`` served by its fine-tuned model versus by a base model with the injected prompt;
     the prompt tokens the injection cost and the fine-tune saved; the same traffic priced at each target's
-    prices; the training cost of the fine-tune; and the requests it takes to earn that back."""
-    spec = _alias_spec(session, alias, team)
+    prices; the training cost of the fine-tune; and the requests it takes to earn that back. ``team_ids``: only
+    these teams' traffic and aliases (another team's alias is not found); None: every team's."""
+    spec = _alias_spec(session, alias, team, team_ids)
     prompted = (col(UsageRecord.served_by) == "fallback") | (col(UsageRecord.injected_tokens) > 0)
     query = (
         select(col(UsageRecord.day), col(UsageRecord.model), prompted, *_measures())
@@ -334,6 +342,8 @@ def savings(
     )
     if team is not None:
         query = query.where(col(Team.name) == team)
+    if team_ids is not None:
+        query = query.where(col(UsageRecord.team_id).in_(sorted(team_ids)))
     if start is not None:
         query = query.where(col(UsageRecord.day) >= start)
     if end is not None:
@@ -388,7 +398,7 @@ def savings(
                 tokens = content + n * base_prompt_tokens
                 at_base += (tokens * base_entry.input + completion * base_entry.output) / _PER
 
-    training = _training(session, alias, fine_tuned_model, team)
+    training = _training(session, alias, fine_tuned_model, team, team_ids)
     training_usd = from_e8(training["cost_e8"])
     per_request_saving = (
         (at_base - at_tuned) / content_requests
@@ -464,7 +474,9 @@ def _prompt_tokens(session: Session, base: Target | None, tuned: _Side, based: _
     return 0
 
 
-def _training(session: Session, alias: str, fine_tuned_model: str | None, team: str | None) -> dict[str, int]:
+def _training(
+    session: Session, alias: str, fine_tuned_model: str | None, team: str | None, team_ids: Collection[int] | None
+) -> dict[str, int]:
     """Training records of the job that produced the fine-tune (the job whose ``fine_tuned_model`` it is);
     failing that, training records naming the fine-tuned model, or the alias."""
     measures = (
@@ -479,6 +491,8 @@ def _training(session: Session, alias: str, fine_tuned_model: str | None, team: 
     )
     if team is not None:
         base = base.where(col(Team.name) == team)
+    if team_ids is not None:
+        base = base.where(col(UsageRecord.team_id).in_(sorted(team_ids)))
     conditions = [col(UsageRecord.alias) == alias]
     if fine_tuned_model is not None:
         jobs = select(func.substr(col(FineTuneJob.id), 1, 64)).where(

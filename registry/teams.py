@@ -1,7 +1,8 @@
 """Teams and their API keys. A key is shown once when made; only its sha256 is stored.
 
-A key's role says where it works: ``team`` keys call models on /v1, ``finance`` keys read usage, ``admin``
-keys work on /admin only and are named, so the changes they make are recorded under that name.
+A key's role says where it works: ``team`` keys call models on /v1, ``finance`` keys read every team's usage,
+budgets and savings, ``team_finance`` keys their own team's only, ``admin`` keys work on /admin only and are
+named, so the changes they make are recorded under that name.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from tunegate.registry.errors import Conflict, Invalid, NotFound
 from tunegate.registry.models import ApiKey, Team, utcnow
 
 KEY_PREFIX = "tg-"
-ROLES = ("team", "finance", "admin")
+ROLES = ("team", "finance", "team_finance", "admin")
+FINANCE_ROLES = ("finance", "team_finance")  # team_finance: the key's own team's figures only
 
 
 @dataclass(frozen=True)

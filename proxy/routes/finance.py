@@ -1,8 +1,9 @@
 """Finance: usage reports, budgets, rate limits and fine-tune savings.
 
-Reads (``/admin/usage``, ``/admin/budgets``, ``/admin/savings``) take the admin key or a ``finance`` key;
-changes (budgets, limits) take the admin key. ``/v1/usage`` is the same report for a team key, its own team's
-rows only.
+Reads (``/admin/usage``, ``/admin/budgets``, ``/admin/savings``) take the admin key or a finance key (a
+``team_finance`` key reads its own team's figures only: another team's read as a team with none, an empty
+result; its alias as an unknown one); changes (budgets, limits) take the admin key. ``/v1/usage`` is the same
+report for a team key, its own team's rows only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
-from tunegate.proxy.auth import admin_guard, finance_guard, reader
+from tunegate.proxy.auth import admin_guard, finance_guard, readable_teams, reader
 from tunegate.proxy.errors import json_response
 from tunegate.proxy.routes.common import AnyRequest, read, write
 from tunegate.proxy.state import gateway_of
@@ -120,6 +121,7 @@ class FinanceController(Controller):
             output=output,
             default_group=("team",),
             team=team,
+            team_ids=readable_teams(request),
             alias=alias,
             model=model,
             **_filters(request, key, user, endpoint),
@@ -130,7 +132,9 @@ class FinanceController(Controller):
     async def budgets(
         self, request: AnyRequest, month: str | None = Parameter(default=None, pattern=_MONTH)
     ) -> dict[str, Any]:
+        teams = readable_teams(request)
         rows = await read(request, lambda s: budget_status(session=s, month=month))
+        rows = [row for row in rows if teams is None or row.team_id in teams]
         return {"object": "list", "data": [row.as_json() | {"alert_webhook": row.alert_webhook} for row in rows]}
 
     @put("/budgets/{team:str}", guards=[admin_guard])
@@ -190,8 +194,10 @@ class FinanceController(Controller):
         if first and last and first > last:
             raise Invalid(f"'from' ({first}) is after 'to' ({last})", param="from")
         prices = gateway_of(request).prices
+        teams = readable_teams(request)
         return await read(
-            request, lambda s: savings(session=s, prices=prices, alias=alias, team=team, start=first, end=last)
+            request,
+            lambda s: savings(session=s, prices=prices, alias=alias, team=team, team_ids=teams, start=first, end=last),
         )
 
 

@@ -1,4 +1,5 @@
-"""/admin/keys: team, finance and admin keys (the plaintext shown once, at creation), their limits and expiry."""
+"""/admin/keys: team, finance (every team's or one team's) and admin keys (the plaintext shown once, at
+creation), their limits and expiry."""
 
 from __future__ import annotations
 
@@ -56,7 +57,11 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     team: str = Field(min_length=1)
     name: str | None = Field(default=None, max_length=128)
-    role: str = Field(default="team", description="team (calls models), finance (reads usage), admin (/admin)")
+    role: str = Field(
+        default="team",
+        description="team (calls models), finance (reads every team's usage, budgets and savings), team_finance"
+        " (reads those of its own team only), admin (/admin)",
+    )
     allowed_aliases: list[str] | None = Field(default=None, description="limit the key to these aliases")
     expires_at: datetime | None = Field(default=None, description="e.g. 2030-01-31T00:00:00Z")
 

@@ -1,6 +1,6 @@
 """OpenAI's organization usage and costs: ``GET /v1/organization/usage/{completions,embeddings,responses}`` and
 ``GET /v1/organization/costs``, for the admin keys and finance keys (what the openai SDK's
-``client.admin.organization.usage`` reads)."""
+``client.admin.organization.usage`` reads). A team's finance key reads its own team's (project's) figures only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from litestar import Controller, Request, get
 
-from tunegate.proxy.auth import finance_guard
+from tunegate.proxy.auth import finance_guard, readable_teams
 from tunegate.proxy.state import gateway_of
 from tunegate.proxy.state import read as read_session
 from tunegate.registry.organization import Kind, organization_page, parse_query
@@ -36,7 +36,10 @@ async def _page(request: AnyRequest, kind: Kind) -> dict[str, Any]:
     query = request.query_params
     params = {name: [*query.getall(name, []), *query.getall(f"{name}[]", [])] for name in _PARAMS}
     parsed = parse_query(kind, params, now=int(time.time()))
-    return await read_session(gateway_of(request), lambda session: organization_page(session=session, query=parsed))
+    teams = readable_teams(request)
+    return await read_session(
+        gateway_of(request), lambda session: organization_page(session=session, query=parsed, team_ids=teams)
+    )
 
 
 class OrganizationController(Controller):

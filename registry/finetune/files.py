@@ -64,9 +64,13 @@ def record_file(
 
 
 def get_file(*, session: Session, team_id: int | None, file_id: str, param: str = "file_id") -> FineTuneFile:
-    """The team's file (``team_id`` None: any team's); another team's id is as unknown as a made-up one."""
-    file = session.get(FineTuneFile, file_id)
-    if file is None or file.deleted_at is not None or (team_id is not None and file.team_id != team_id):
+    """The team's file (``team_id`` None: any team's); another team's id is as unknown as a made-up one, and
+    takes the same path: one query filtered by the team, no row read and then refused."""
+    query = select(FineTuneFile).where(FineTuneFile.id == file_id, col(FineTuneFile.deleted_at).is_(None))
+    if team_id is not None:
+        query = query.where(FineTuneFile.team_id == team_id)
+    file = session.exec(query).first()
+    if file is None:
         raise NotFound(f"No such File object: {file_id}", param=param)
     return file
 

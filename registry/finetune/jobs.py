@@ -117,9 +117,13 @@ def trainable_file(file: FineTuneFile, *, method: Method, param: str, needs_exam
 
 
 def get_job(*, session: Session, team_id: int | None, job_id: str) -> FineTuneJob:
-    """The team's job (``team_id`` None: any team's); another team's id is as unknown as a made-up one."""
-    job = session.get(FineTuneJob, job_id)
-    if job is None or (team_id is not None and job.team_id != team_id):
+    """The team's job (``team_id`` None: any team's); another team's id is as unknown as a made-up one, and
+    takes the same path: one query filtered by the team, no row read and then refused."""
+    query = select(FineTuneJob).where(FineTuneJob.id == job_id)
+    if team_id is not None:
+        query = query.where(FineTuneJob.team_id == team_id)
+    job = session.exec(query).first()
+    if job is None:
         raise NotFound(f"Could not find fine-tuning job: {job_id}", param="fine_tuning_job_id")
     return job
 

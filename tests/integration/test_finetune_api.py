@@ -25,7 +25,7 @@ from tests.utils.finetune import (
     fake_training_tokens,
     finetune_env,
 )
-from tests.utils.gateways import ADMIN_KEY, PUDONG_PROMPT
+from tests.utils.gateways import ADMIN_KEY, METRICS_TOKEN, PUDONG_PROMPT
 from tests.utils.openai_schema import validate
 from tests.utils.processes import run_tunegate
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
@@ -192,7 +192,9 @@ def _settled_spend(env: FinetuneEnv, team_id: int, month: str) -> int:
 def _team_cost_metric(env: FinetuneEnv, team: str) -> float:
     return sum(
         float(line.split()[-1])
-        for line in httpx.get(env.gateway.url + "/metrics").text.splitlines()
+        for line in httpx.get(
+            env.gateway.url + "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}
+        ).text.splitlines()
         if line.startswith("tunegate_cost_usd_total{") and f'team="{team}"' in line
     )
 

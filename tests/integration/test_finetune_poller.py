@@ -12,7 +12,7 @@ import pytest
 from openai.types.fine_tuning import FineTuningJob
 
 from tests.utils.finetune import FIXTURES, QUESTION, RETIRING, FinetuneEnv, finetune_env
-from tests.utils.gateways import PUDONG_PROMPT
+from tests.utils.gateways import METRICS_TOKEN, PUDONG_PROMPT
 from tests.utils.upstreams import FakeUpstreamHandle
 from tests.utils.waiting import eventually
 
@@ -75,5 +75,6 @@ def test_the_retirement_watch_reads_the_upstreams_before_serving(live: FinetuneE
     retired = live.gateway.admin("GET", "/admin/retirements").json()["data"]
     assert [(r["alias"], r["days_left"], r["retired"]) for r in retired] == [("retiring", -1, True)]
     live.gw.metrics.refresh()  # what the metrics thread does every cache.ttl_seconds (a minute here)
-    gauges = [line for line in httpx.get(live.gateway.url + "/metrics").text.splitlines() if "days_left{" in line]
+    scraped = httpx.get(live.gateway.url + "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"})
+    gauges = [line for line in scraped.text.splitlines() if "days_left{" in line]
     assert gauges == ['tunegate_alias_target_days_left{alias="retiring"} -1.0']

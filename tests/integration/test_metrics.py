@@ -1,5 +1,5 @@
 """Prometheus metrics: their totals equal the usage report's after a mixed run, labels stay bounded, the
-endpoint can be protected, and several processes sharing PROMETHEUS_MULTIPROC_DIR answer one sum."""
+endpoint wants a token unless it is opened, and several processes sharing PROMETHEUS_MULTIPROC_DIR answer one sum."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session, select
 
-from tests.utils.gateways import ADMIN_KEY, GatewayHandle, gateway_yaml, running_gateway
+from tests.utils.gateways import ADMIN_KEY, METRICS_TOKEN, GatewayHandle, gateway_yaml, running_gateway
 from tests.utils.processes import serve_tunegate
 from tests.utils.servers import free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
@@ -29,7 +29,6 @@ from tests.utils.waiting import eventually
 from tunegate.registry.models import Team, utcnow
 from tunegate.registry.usage import Usage
 
-METRICS_TOKEN = "tg-metrics-test-token"
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Where is gate D?"}]
 USAGE_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "injected_tokens", "saved_tokens")
 GRAFANA_DASHBOARD = Path(__file__).resolve().parents[2] / "helm" / "tunegate" / "dashboards" / "tunegate.json"
@@ -290,8 +289,27 @@ def test_metrics_need_the_token_when_one_is_configured(metered: GatewayHandle, g
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(metered.url + "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}).status_code == 200
-    # The shared test gateway configures no token: /metrics is open there.
-    assert httpx.get(gateway.url + "/metrics").status_code == 200
+
+
+def test_metrics_without_a_token_configured_refuse_everyone_and_say_how_to_set_one(gateway: GatewayHandle) -> None:
+    # The shared test gateway configures no token (and does not open /metrics): by default nobody may read it.
+    for headers in ({}, {"authorization": f"Bearer {ADMIN_KEY}"}, {"authorization": f"Bearer {METRICS_TOKEN}"}):
+        refused = httpx.get(gateway.url + "/metrics", headers=headers)
+        assert refused.status_code == 403
+        error = refused.json()["error"]
+        assert error["code"] == "metrics_token_unset"
+        assert "TUNEGATE_METRICS_TOKEN" in error["message"]
+        assert "metrics.open: true" in error["message"]
+        assert "tunegate_" not in refused.text
+
+
+def test_metrics_opened_in_the_configuration_answer_without_a_token(
+    own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path: Path
+) -> None:
+    with running_gateway(own_database_url, fake_upstream.base_url, tmp_path, extra="metrics: {open: true}") as handle:
+        response = httpx.get(handle.url + "/metrics")
+    assert response.status_code == 200
+    assert "tunegate_requests_in_flight" in response.text
 
 
 def test_a_token_named_but_not_set_refuses_everyone(
@@ -341,6 +359,7 @@ def two_processes(tmp_path: Path, fake_upstream: FakeUpstreamHandle) -> Iterator
         "TUNEGATE_ADMIN_KEY": ADMIN_KEY,
         "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "TUNEGATE_METRICS_TOKEN": METRICS_TOKEN,
     }
     with ExitStack() as started:
         urls = [  # one after the other: the first creates the schema
@@ -366,7 +385,7 @@ def test_several_processes_share_one_sum(two_processes: tuple[str, str]) -> None
         client.embeddings.create(model="embed", input="gate D")
 
     for url in (first, second):  # either process answers for both
-        samples = scrape_when(url, lambda s: total(s, "tunegate_requests_total") >= 6, token=None)
+        samples = scrape_when(url, lambda s: total(s, "tunegate_requests_total") >= 6)
         assert total(samples, "tunegate_requests_total") == 6
         assert total(samples, "tunegate_requests_total", alias="pudong-support", team="airport-cs") == 5
         assert_metrics_equal_report(samples, report(url, "team"))

@@ -15,7 +15,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session, select
 
-from tests.utils.gateways import ADMIN_KEY, gateway_yaml
+from tests.utils.gateways import ADMIN_KEY, METRICS_TOKEN, gateway_yaml
 from tests.utils.processes import Served, run_tunegate, serve_tunegate
 from tests.utils.servers import free_port
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
@@ -50,7 +50,11 @@ def worker_pids(served: Served) -> list[int]:
 def two_workers(own_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path: Path) -> Iterator[Served]:
     config = tmp_path / "tunegate.yaml"
     config.write_text(gateway_yaml(own_database_url, fake_upstream.base_url), encoding="utf-8")
-    env = {"TUNEGATE_ADMIN_KEY": ADMIN_KEY, "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    env = {
+        "TUNEGATE_ADMIN_KEY": ADMIN_KEY,
+        "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+        "TUNEGATE_METRICS_TOKEN": METRICS_TOKEN,
+    }
     args = ["--config", str(config), "--workers", "2"]
     with serve_tunegate(args, port=free_port(), cwd=tmp_path, env=env, port_by_environment=True) as served:
         yield served
@@ -134,7 +138,7 @@ def test_two_workers_serve_on_one_port_with_one_migration_and_whole_usage_and_me
 
     # /metrics from any one worker counts the answers of both (PROMETHEUS_MULTIPROC_DIR set by the parent).
     metrics = http.client.HTTPConnection("127.0.0.1", two_workers.port, timeout=10)
-    metrics.request("GET", "/metrics")
+    metrics.request("GET", "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"})
     text = metrics.getresponse().read().decode()
     metrics.close()
     line = 'tunegate_http_responses_total{route="/v1/chat/completions",status_class="2xx"} '
@@ -163,9 +167,11 @@ def test_demo_with_two_workers_answers_from_the_built_in_upstream(tmp_path: Path
         for _ in range(4):
             answer = client.chat.completions.create(model="pudong-support", messages=QUESTION)
             assert answer.choices[0].message.content == "Echo: 国际航班提前多久办理值机?"
+        assert httpx.get(served.url + "/metrics", timeout=10).status_code == 200  # open in demo mode, each worker
         output = served.stop()
         assert served.process.returncode == 0, output
         assert "tg-demo-key" in output
+        assert "(open to everyone: demo mode)" in output
 
 
 def test_workers_below_one_is_refused(tmp_path: Path) -> None:

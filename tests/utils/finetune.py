@@ -16,7 +16,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session, col, select
 
-from tests.utils.gateways import GATEWAY_TEAMS, PUDONG_PROMPT, GatewayHandle, serve_gateway
+from tests.utils.gateways import GATEWAY_TEAMS, METRICS_TOKEN, PUDONG_PROMPT, GatewayHandle, serve_gateway
 from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle, serve_fake_upstream
 from tests.utils.waiting import eventually
 from tunegate.proxy.fake_upstream import count_tokens
@@ -215,6 +215,7 @@ def finetune_env(
             "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
             "TUNEGATE_TEST_SECOND_KEY": SECOND_KEY,
             "TUNEGATE_TEST_WRONG_KEY": WRONG_KEY,
+            "TUNEGATE_METRICS_TOKEN": METRICS_TOKEN,
         }
         with serve_gateway(directory / "tunegate.yaml", text, secrets=secrets, keys_for=GATEWAY_TEAMS) as handle:
             yield FinetuneEnv(handle, fake, second)

@@ -26,6 +26,7 @@ from tunegate.proxy.state import Gateway
 from tunegate.registry.models import UsageRecord
 
 ADMIN_KEY = "tg-admin-test-key"
+METRICS_TOKEN = "tg-metrics-test-token"  # /metrics wants a token: give a gateway TUNEGATE_METRICS_TOKEN=this
 PUDONG_PROMPT = "你是上海浦东国际机场的智慧客服。请简洁、准确地回答旅客问题。"
 GATEWAY_TEAMS = ("airport-cs", "other-team")  # the teams gateway_yaml configures; each gets a key
 
