@@ -41,6 +41,7 @@ from tunegate.registry.teams import Caller, get_team
 
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
+MAX_WINDOW_DAYS = 1_000_000  # today + this many days is still a date (year 4700); far more overflows: a 400
 _MULTIPART_OVERHEAD = 64 * 1024  # the form around the file: field names, boundaries, the purpose
 
 
@@ -464,13 +465,13 @@ class FinetuneAdminController(Controller):
 
     @get("/retirements")
     async def list_retirements(
-        self, request: AnyRequest, window_days: int | None = Parameter(default=None, ge=0, le=36_500)
+        self, request: AnyRequest, window_days: int | None = Parameter(default=None, ge=0, le=MAX_WINDOW_DAYS)
     ) -> Response[bytes]:
         return json_response(200, orjson.dumps(await _retirements(gateway_of(request), window_days)))
 
     @post("/retirements/refresh", status_code=200)
     async def refresh_retirements(
-        self, request: AnyRequest, window_days: int | None = Parameter(default=None, ge=0, le=36_500)
+        self, request: AnyRequest, window_days: int | None = Parameter(default=None, ge=0, le=MAX_WINDOW_DAYS)
     ) -> Response[bytes]:
         """Read every upstream's model list now, instead of at the next ``retirement_check_interval``."""
         gateway = gateway_of(request)
