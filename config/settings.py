@@ -75,6 +75,9 @@ class UsageSettings(_Strict):
     metadata_keys: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]] = Field(
         default_factory=list, max_length=16
     )
+    # Where each process journals its usage records before answering (tunegate.registry.journal); one directory
+    # per database. None: beside the SQLite file (<file>.usage-journal), else in the temporary directory.
+    journal_dir: Path | None = None
 
 
 class CacheSettings(_Strict):

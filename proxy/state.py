@@ -7,7 +7,8 @@ clears them at once, one made by another replica is seen within ``cache.ttl_seco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+import logging
+from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -33,12 +34,14 @@ from tunegate.registry.costing import cost_records, record_cost
 from tunegate.registry.db import make_engine, session_scope
 from tunegate.registry.errors import Conflict
 from tunegate.registry.finetune.retirement import ShutdownDates
+from tunegate.registry.journal import Journal, journal_directory
 from tunegate.registry.pricing import PriceTable
 from tunegate.registry.teams import Caller
 from tunegate.registry.upstreams import list_upstreams
 from tunegate.registry.usage import Usage, UsageWriter
 
 WORKER_THREADS = 8
+log = logging.getLogger("tunegate.usage")
 
 
 class Gateway:
@@ -57,14 +60,16 @@ class Gateway:
         self.http = httpx.AsyncClient(timeout=timeout, transport=self.transport)
         self.metrics = GatewayMetrics(self.engine, settings)
         self.prices = PriceTable.load(settings.prices_path)  # a bad table stops the start, naming the field
+        # Each record is journaled before its answer is sent, and marked there once stored and once charged.
+        self.journal = Journal(journal_directory(settings))
         self.usage = UsageWriter(
             self.engine,
             flush_interval=settings.usage.flush_interval,
             batch_size=settings.usage.batch_size,
             before_write=partial(cost_records, self.prices),
-            after_write=self.metrics.observe,
+            after_write=self._written,
         )
-        self.budgets = Budgets(self.engine, ttl=ttl)
+        self.budgets = Budgets(self.engine, ttl=ttl, after_charge=self.journal.charged)
         self.shutdown_dates = ShutdownDates()  # targets past their shutdown date: kept by the retirement watch
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -84,10 +89,29 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.http.aclose()
-        await anyio.to_thread.run_sync(self.budgets.close)
-        await anyio.to_thread.run_sync(self.usage.close)
+
+        # Both give up after a few seconds of a failing database: what they could not write stays in the journal.
+        async def closing(close: Callable[[], None]) -> None:
+            await anyio.to_thread.run_sync(close)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(closing, self.budgets.close)
+            group.start_soon(closing, self.usage.close)
+        left = self.journal.open_records
+        self.journal.close()
+        if left:
+            log.error(
+                "%d usage records could not be stored or charged before shutdown: they stay in the journal %s "
+                "and are stored at the next start",
+                left,
+                self.journal.directory,
+            )
         await anyio.to_thread.run_sync(self.metrics.stop)
         self.engine.dispose()
+
+    def _written(self, batch: Sequence[Usage]) -> None:
+        self.journal.stored([record.request_id for record in batch])
+        self.metrics.observe(batch)
 
     def invalidate(self) -> None:
         """Forget every cached lookup: called after a change made through this process."""
@@ -158,6 +182,7 @@ class Gateway:
         if record.cost_usd is None:
             cost = record_cost(self.prices, record)
             record.cost_usd, record.priced = cost.usd, cost.priced  # costed once: the writer stores this figure
+        self.journal.append(record)  # in the kernel before the answer is sent: a SIGKILL from here on loses nothing
         self.usage.submit(record)
         self.budgets.charge(record)
         access_log.model_call(record, self.metrics._known.team(record.team_id))  # team: None until metrics know it

@@ -33,6 +33,7 @@ from tunegate.registry.aliases import (
 )
 from tunegate.registry.audit import record as audit
 from tunegate.registry.db import migrate, session_scope
+from tunegate.registry.journal import journal_directory, replay
 from tunegate.registry.models import Alias, AliasVersion, Team, Upstream
 from tunegate.registry.prompt_counts import store_counts
 from tunegate.registry.teams import create_team
@@ -43,11 +44,12 @@ _PG_APPLY_LOCK = 7_262_024  # pg_advisory_xact_lock key: replicas starting toget
 
 def prepare_database(engine: Engine, settings: Settings) -> None:
     """Migrate the schema, apply the file's teams, upstreams and aliases, and count the system prompts of versions
-    written before their counts were stored: once per start, before serving."""
+    written before their counts were stored, and replay the usage journal: once per start, before serving."""
     migrate(engine)
     apply_settings(engine, settings, keep_later_changes=True)
     with session_scope(engine) as session:
         count_current_prompts(session=session)
+    replay(engine, journal_directory(settings))  # usage records earlier processes answered and did not store
 
 
 def count_current_prompts(*, session: Session) -> int:

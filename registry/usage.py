@@ -1,6 +1,7 @@
 """Usage records: one per request, written in batches by a thread off the request path.
 
-Nothing buffered is lost: a failed write is retried, and ``close()`` drains the queue before returning.
+A failed write is retried; ``close()`` drains the queue before returning, or gives up after ``GIVE_UP_SECONDS`` of a
+failing database (the journal, :mod:`tunegate.registry.journal`, keeps those records for the next start).
 A record on its way is a :class:`Usage`, a plain object with the columns of ``usage_record``
 (:class:`tunegate.registry.models.UsageRecord`, the table reports read): the request path builds one per request
 for about 0.5 µs of CPU, where an ORM instance costs about 45 µs.
@@ -26,6 +27,7 @@ from tunegate.registry.models import UsageRecord
 log = logging.getLogger("tunegate.usage")
 
 TABLE: Table = UsageRecord.__table__  # type: ignore[attr-defined]
+GIVE_UP_SECONDS = 5.0  # at shutdown, how long a failing database is retried before the records are left
 
 
 @dataclass(slots=True)
@@ -113,6 +115,8 @@ class UsageWriter:
         self._waiting: list[Usage] = []
         self._wake = threading.Condition(threading.Lock())
         self._stopping = False
+        self._give_up_at = float("inf")
+        self._gave_up = False
         self._thread = threading.Thread(target=self._run, name="tunegate-usage-writer", daemon=True)
         self._pending = 0
         self.written = 0
@@ -133,13 +137,17 @@ class UsageWriter:
             if len(self._waiting) >= self._batch_size:
                 self._wake.notify()
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Write everything submitted so far, then stop."""
+    def close(self, timeout: float = 30.0, *, give_up_after: float = GIVE_UP_SECONDS) -> None:
+        """Write everything submitted so far, then stop; if the database fails for ``give_up_after`` seconds,
+        stop anyway and log how many records were not written (the journal keeps them for the next start)."""
         with self._wake:
             self._stopping = True
+            self._give_up_at = time.monotonic() + give_up_after
             self._wake.notify()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(min(timeout, give_up_after + 1.0))
+        if self._thread.is_alive():
+            log.error("%d usage records were not written at shutdown (the database does not answer)", self._pending)
         if self._sqlite is not None and not self._thread.is_alive():
             self._sqlite.close()
 
@@ -157,11 +165,11 @@ class UsageWriter:
             if time.monotonic() >= deadline:
                 deadline = time.monotonic() + self._interval
             if batch:
-                self._write(batch, final=stopping)
-            if stopping:
+                self._write(batch)
+            if stopping or self._gave_up:
                 return
 
-    def _write(self, batch: list[Usage], *, final: bool) -> None:
+    def _write(self, batch: list[Usage]) -> None:
         attempt = 0
         while True:
             try:
@@ -176,10 +184,22 @@ class UsageWriter:
             except Exception:
                 attempt += 1
                 log.exception("writing %d usage records failed (attempt %d); retrying", len(batch), attempt)
-                if final and attempt >= 5:
-                    log.error("giving up on %d usage records at shutdown", len(batch))
+                if self._stopping and time.monotonic() >= self._give_up_at:
+                    with self._wake:
+                        lost, self._waiting = len(batch) + len(self._waiting), []
+                    log.error(
+                        "giving up on %d usage records at shutdown: the database is unreachable "
+                        "(those journaled are written at the next start)",
+                        lost,
+                    )
+                    self._gave_up = True
                     return
-                time.sleep(min(5.0, 0.2 * 2**attempt))
+                pause = min(5.0, 0.2 * 2**attempt)
+                if self._stopping:
+                    pause = max(0.0, min(pause, self._give_up_at - time.monotonic()))
+                with self._wake:  # a stop wakes the wait early
+                    if not self._stopping or pause:
+                        self._wake.wait(pause)
         with self._wake:
             self._pending -= len(batch)
             self.written += len(batch)

@@ -182,8 +182,9 @@ def insufficient_quota(caller: Caller, budget: Budget, spent: int, month: str) -
 class Budgets:
     """One process's side of the shared budgets and rate limits: admit a call, charge what it spent."""
 
-    def __init__(self, engine: Engine, *, ttl: float) -> None:
+    def __init__(self, engine: Engine, *, ttl: float, after_charge: Callable[[list[str]], None] | None = None) -> None:
         self._engine = engine
+        self._after_charge = after_charge  # told the request ids whose charges committed (the usage journal)
         self._limits: TTLCache[tuple[int, int], CallerLimits] = TTLCache(maxsize=100_000, ttl=ttl)
         # A team over its hard limit is refused from memory for a while, sparing the database a blocked client.
         self._refused: TTLCache[tuple[int, str], tuple[Budget, int]] = TTLCache(maxsize=100_000, ttl=max(ttl, 1.0))
@@ -409,6 +410,8 @@ class Budgets:
                 # them wait for the lock in SQLite's busy handler (1, 2, 5 ms sleeps); the charger's batches don't.
                 self._loop_charge_after = item.queued + LOOP_CHARGE_BACKOFF
             return False
+        if self._after_charge is not None:
+            self._after_charge([item.request_id])
         if item.budget is not None and self._alert_due(item.budget, item.month, totals):
             key = (item.team_id, item.month)
             asyncio.get_running_loop().run_in_executor(None, self._alert, item.budget, item.month, totals[key])
@@ -455,7 +458,7 @@ class Budgets:
 
     def _apply(self, batch: list[_Charge], *, final: bool) -> None:
         spend, tokens = _sums(batch)
-        attempt = 0
+        attempt, committed = 0, True
         while True:
             try:
                 if self._local_charge is not None:
@@ -469,11 +472,13 @@ class Budgets:
             except Exception:
                 attempt += 1
                 log.exception("charging %d requests failed (attempt %d); retrying", len(batch), attempt)
-                if final and attempt >= 5:
+                if (final or self._stopping) and attempt >= 5:
                     log.error("giving up on charging %d requests at shutdown", len(batch))
-                    totals = {}
+                    totals, committed = {}, False
                     break
                 time.sleep(min(5.0, 0.1 * 2**attempt))
+        if committed and self._after_charge is not None:
+            self._after_charge([item.request_id for item in batch])
         with self._lock:
             for item in batch:
                 key = (item.team_id, item.month)
