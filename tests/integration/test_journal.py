@@ -43,12 +43,15 @@ def fresh_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def gateway(database_url: str, upstream: FakeUpstreamHandle, tmp_path: Path) -> Iterator[Served]:
+def gateway(
+    database_url: str, upstream: FakeUpstreamHandle, tmp_path: Path, journal: Path | None = None
+) -> Iterator[Served]:
     """`tunegate serve` whose writer would hold records for 30 s (a kill finds them all unwritten), with its
-    journal in ``tmp_path``/journal."""
+    journal in ``journal`` (default: ``tmp_path``/journal)."""
     config = tmp_path / "tunegate.yaml"
     yaml = gateway_yaml(database_url, upstream.base_url).replace(
-        "usage: {flush_interval: 0.05}", f'usage: {{flush_interval: 30, journal_dir: "{tmp_path / "journal"}"}}'
+        "usage: {flush_interval: 0.05}",
+        f'usage: {{flush_interval: 30, journal_dir: "{journal or tmp_path / "journal"}"}}',
     )
     assert "journal_dir" in yaml
     config.write_text(yaml, encoding="utf-8")
@@ -188,3 +191,18 @@ def test_sigterm_while_the_database_is_unreachable_exits_soon_and_the_next_start
         assert spend == cost > 0
         served.stop()
     assert segments(tmp_path) == []
+
+
+def test_a_journal_that_cannot_be_written_fails_no_call_and_is_logged_once(
+    fresh_database_url: str, fake_upstream: FakeUpstreamHandle, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the journal's directory would be", encoding="utf-8")
+    with gateway(fresh_database_url, fake_upstream, tmp_path, journal=blocked) as served:
+        told = chats(served)  # every answer a 200 (the SDK raises on anything else)
+        output = served.stop()
+        assert served.process.returncode == 0, output
+    assert output.count("the usage journal cannot be written") == 1, output
+    records, cost, spend = stored(fresh_database_url)
+    assert records == told  # stored by the writer at the stop, as without a journal
+    assert spend == cost > 0
