@@ -84,8 +84,9 @@ class Journal:
     logged once (and again once it writes again), counted in :attr:`failures`, and the record goes on unjournaled.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.directory = directory
+        self._segment_bytes = segment_bytes
         self.failures = 0  # records that could not be appended
         self._lock = threading.Lock()
         self._start = secrets.token_hex(4)  # several journals in one process (tests) never share a file
@@ -145,7 +146,7 @@ class Journal:
 
     def _segment(self) -> _Segment:
         current = self._current
-        if current is None or current.size >= SEGMENT_BYTES or self._pid != os.getpid():
+        if current is None or current.size >= self._segment_bytes or self._pid != os.getpid():
             if self._pid != os.getpid():  # a forked child starts a journal of its own
                 self._pid, self._segments, self._entries = os.getpid(), [], {}
             self.directory.mkdir(parents=True, exist_ok=True)
