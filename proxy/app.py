@@ -23,6 +23,7 @@ from tunegate.proxy.metrics import metrics_endpoint
 from tunegate.proxy.routes.aliases import AliasController
 from tunegate.proxy.routes.apply import ApplyController
 from tunegate.proxy.routes.audit import AuditController
+from tunegate.proxy.routes.chat_completions import ChatCompletionsController, list_stored_chat_completions
 from tunegate.proxy.routes.finance import FinanceController, TeamUsageController
 from tunegate.proxy.routes.finetune import finetune_route_handlers
 from tunegate.proxy.routes.health import healthz, readyz
@@ -54,6 +55,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         route_handlers=[
             OpenAIController,
             ResponsesController,
+            ChatCompletionsController,
+            list_stored_chat_completions,  # after OpenAIController (routes/chat_completions.py says why)
             TeamController,
             KeyController,
             AliasController,

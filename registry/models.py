@@ -287,17 +287,20 @@ class UpstreamModel(SQLModel, table=True):
     checked_at: datetime = Field(default_factory=utcnow)
 
 
-# -- the Responses API: which team owns a stored response (migration 0007) ---------------------------------
+# -- stored objects: which team owns a stored response or chat completion (migrations 0007, 0009) --------------
 
 
-class StoredResponse(SQLModel, table=True):
-    """A response the upstream stored (``store``, default true) for the team that created it: only that team may
-    read, delete, cancel or continue it; another team's id is answered as an unknown one."""
+class StoredObject(SQLModel, table=True):
+    """An object the upstream stored for the team that created it (a response, ``store`` by default; a chat
+    completion with ``store: true``): only that team may read, change, delete or continue it; another team's id
+    is answered as an unknown one."""
 
-    __tablename__ = "stored_response"
-    id: str = Field(max_length=256, primary_key=True)  # the upstream's id (resp_…), which clients see
+    __tablename__ = "stored_object"
+    id: str = Field(max_length=256, primary_key=True)  # the upstream's id (resp_…, chatcmpl-…), which clients see
+    kind: str = Field(max_length=32)  # "response" or "chat.completion": each is found at its own endpoints only
     team_id: int = Field(foreign_key="team.id", index=True)
     upstream: str = Field(max_length=128)  # where it is stored: later calls on it go there
-    alias: str = Field(max_length=256)  # shown as the response's model
+    alias: str = Field(max_length=256)  # shown as the object's model
     model: str = Field(max_length=256)  # the target that served it
+    meta: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # chat: the list filters
     created_at: datetime = Field(default_factory=utcnow)

@@ -18,8 +18,9 @@ from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome
 from tunegate.proxy.calls.forwarding import forward
 from tunegate.proxy.calls.parsing import check_streaming, optional, parse_json, require
 from tunegate.proxy.calls.recording import usage_record
-from tunegate.proxy.calls.stored import check_previous, owner
+from tunegate.proxy.calls.stored import chat_metadata, check_previous, owner
 from tunegate.proxy.state import Gateway
+from tunegate.registry.stored import CHAT_COMPLETION, RESPONSE
 
 # The model calls: the path after /v1, the endpoint their usage records name, and the fields they must have.
 MODEL_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -39,10 +40,15 @@ async def model_call(state: Gateway, request: Request[Any, Any, Any], path: str)
     for field, (kind, what) in required.items():
         require(body, field, kind, what)
     check_streaming(body, endpoint)
+    own = None  # who owns what the upstream stores: a response, or a chat completion asked to be stored
     if endpoint == "responses":  # it may build on a stored response: the team's own only
         optional(body, "instructions", str, "a string")
         await check_previous(state, caller, body)
     alias = await state.resolve_alias(caller, name)
+    if endpoint == "responses":
+        own = owner(state, caller, alias.name, RESPONSE)
+    elif body.get("store") is True and endpoint == "chat.completions":
+        own = owner(state, caller, alias.name, CHAT_COMPLETION, chat_metadata(body))
     upstreams = await state.upstreams()
     exchange = Exchange(caller, endpoint, path, alias, body)
 
@@ -57,7 +63,7 @@ async def model_call(state: Gateway, request: Request[Any, Any, Any], path: str)
             upstreams=upstreams,
             retired=state.shutdown_dates,
             record=spent,
-            own=owner(state, caller, alias.name) if endpoint == "responses" else None,
+            own=own,
         )
         answer.headers.update(quota.headers)
         if quota.settle and not exchange.stream:  # the next request must see this one's charge; a stream's ends later

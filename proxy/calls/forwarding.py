@@ -109,7 +109,7 @@ async def forward(
             if exchange.stream:
                 return await _open_stream(exchange, attempt, transport, url, headers, content, record, own)
             upstream = await transport.post(url, content, headers)
-            answer, stored = _answer(exchange, attempt, upstream.status_code, upstream.content, record)
+            answer, stored = _answer(exchange, attempt, upstream.status_code, upstream.content, record, own is not None)
             if own is not None and stored is not None:
                 await own(attempt, stored)
             return answer
@@ -144,9 +144,10 @@ def _should_fall_back(status: int, body: bytes) -> bool:
 
 
 def _answer(
-    exchange: Exchange, attempt: Attempt, status: int, body: bytes, record: Record
+    exchange: Exchange, attempt: Attempt, status: int, body: bytes, record: Record, owned: bool
 ) -> tuple[JSONAnswer, str | None]:
-    """The answer to send, and the id of the object the upstream stored with it (if any)."""
+    """The answer to send, and (when ``owned``: someone notes the owner) the id of the object the upstream stored
+    with it (if any)."""
     if _should_fall_back(status, body):
         raise _FallBack(answered_badly(attempt.upstream, status, body))
     headers = attempt.headers(exchange.request_id)
@@ -163,7 +164,7 @@ def _answer(
     if isinstance(data, dict):
         shape = exchange.shape
         shape.rename(data, exchange.alias.name)
-        stored = shape.stored(data)
+        stored = shape.stored(data) if owned else None
         record(attempt, Outcome(status, shape.usage(data)))
     return JSONAnswer(status, orjson.dumps(data), headers), stored
 
@@ -183,7 +184,7 @@ async def _open_stream(
         if upstream.status_code != 200:
             body = await upstream.aread()
             await upstream.aclose()
-            return _answer(exchange, attempt, upstream.status_code, body, record)[0]
+            return _answer(exchange, attempt, upstream.status_code, body, record, False)[0]
         events = Events(upstream.aiter_bytes(), named=exchange.shape.named_events)
         first = await events.next()  # nothing has reached the client yet: a failure here can still fall back
         if first is None:

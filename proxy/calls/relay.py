@@ -120,6 +120,7 @@ async def relay(
                             continue  # the usage chunk the gateway asked for on its own behalf
                     if own is not None and (stored := shape.stored(chunk)) is not None:
                         await own(attempt, stored)  # the team owns it before the client can name it
+                        own = None  # once: each chunk of a chat stream names it
                     shape.rename(chunk, alias)
                     out.append(_event(orjson.dumps(chunk), name))
             if out:

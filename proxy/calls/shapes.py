@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+_CHAT_OBJECTS = ("chat.completion", "chat.completion.chunk")
+
 
 class Shape:
     """Chat completions and legacy completions: chunks with ``choices``, usage in a last chunk of its own."""
@@ -46,8 +48,9 @@ class Shape:
         return "error" in event
 
     def stored(self, obj: dict[str, Any]) -> str | None:
-        """The id of an object the upstream keeps for later calls (none here yet)."""
-        return None
+        """The id of an object the upstream keeps for later calls: asked only of a ``store: true`` chat call."""
+        identifier = obj.get("id")
+        return identifier if obj.get("object") in _CHAT_OBJECTS and isinstance(identifier, str) else None
 
     def error_event(self, error: dict[str, Any]) -> bytes:
         """The gateway's own last event when the upstream's stream broke off."""

@@ -1,10 +1,13 @@
-"""The objects a model call leaves at the upstream (stored responses) and the team that owns them: noted before the
-client has the id, checked when a call names one (``previous_response_id``), and read, deleted or cancelled at the
-upstream that stored them for that team only; another team's id is answered exactly as an unknown one."""
+"""The objects a model call leaves at the upstream (stored responses, ``store: true`` chat completions) and the
+team that owns them: noted before the client has the id, checked when a call names one (``previous_response_id``),
+and read, changed, deleted, cancelled or listed at the upstream that stored them for that team only; another
+team's id is answered exactly as an unknown one."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,30 +15,57 @@ import httpx
 import orjson
 
 from tunegate.proxy.calls.exchange import Attempt, Own
-from tunegate.proxy.errors import GatewayError, NotFound
+from tunegate.proxy.errors import GatewayError, InvalidRequest, NotFound
 from tunegate.proxy.state import Gateway, read, transaction
 from tunegate.proxy.upstream.calls import answered_badly, model_call_headers, refused, unreachable
-from tunegate.registry.responses import forget_response, keep_response, team_response
+from tunegate.registry.models import StoredObject
+from tunegate.registry.stored import (
+    CHAT_COMPLETION,
+    RESPONSE,
+    forget_object,
+    keep_object,
+    set_metadata,
+    team_object,
+    team_objects,
+)
 from tunegate.registry.teams import Caller
 
+# Where each kind is kept at the upstream, and OpenAI's words for an id it does not know.
+_PATHS = {RESPONSE: "/responses", CHAT_COMPLETION: "/chat/completions"}
+_UNKNOWN = {RESPONSE: "Response with id '{}' not found.", CHAT_COMPLETION: "Chat completion with id '{}' not found."}
+_METADATA = re.compile(r"metadata\[(.+)\]")
+MAX_LIMIT = 100  # a list's largest page, as OpenAI's
 
-def owner(state: Gateway, caller: Caller, alias: str) -> Own:
-    """What forwarding calls with the id of a response the upstream stored: the caller's team owns it."""
 
-    async def own(attempt: Attempt, response_id: str) -> None:
+def owner(state: Gateway, caller: Caller, alias: str, kind: str, metadata: dict[str, str] | None = None) -> Own:
+    """What forwarding calls with the id of an object the upstream stored: the caller's team owns it."""
+
+    async def own(attempt: Attempt, object_id: str) -> None:
         await transaction(
             state,
-            lambda session: keep_response(
+            lambda session: keep_object(
                 session,
-                response_id=response_id,
+                kind=kind,
+                object_id=object_id,
                 team_id=caller.team_id,
                 upstream=attempt.upstream.name,
                 alias=alias,
                 model=attempt.target.model,
+                metadata=metadata,
             ),
         )
 
     return own
+
+
+def chat_metadata(body: dict[str, Any]) -> dict[str, str] | None:
+    """A chat completion's ``metadata`` (string values, as OpenAI takes them), else a 400 naming it."""
+    metadata = body.get("metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InvalidRequest("Invalid value for 'metadata': expected an object of strings.", param="metadata")
+    return metadata
 
 
 async def check_previous(state: Gateway, caller: Caller, body: dict[str, Any]) -> None:
@@ -46,7 +76,7 @@ async def check_previous(state: Gateway, caller: Caller, body: dict[str, Any]) -
         return
     found = None
     if isinstance(previous, str):
-        found = await read(state, lambda session: team_response(session, response_id=previous, team_id=caller.team_id))
+        found = await _owned(state, caller, RESPONSE, previous)
     if found is None:
         raise NotFound(
             f"Previous response with id '{previous}' not found.",
@@ -55,33 +85,157 @@ async def check_previous(state: Gateway, caller: Caller, body: dict[str, Any]) -
         )
 
 
-def unknown_response(response_id: str) -> GatewayError:
+def unknown(kind: str, object_id: str) -> GatewayError:
     """OpenAI's words for an id it does not know: the same for another team's id."""
-    return NotFound(f"Response with id '{response_id}' not found.", code=None)
+    return NotFound(_UNKNOWN[kind].format(object_id), code=None)
+
+
+async def _owned(state: Gateway, caller: Caller, kind: str, object_id: str) -> StoredObject | None:
+    return await read(
+        state, lambda session: team_object(session, kind=kind, object_id=object_id, team_id=caller.team_id)
+    )
 
 
 async def at_upstream(
-    state: Gateway, caller: Caller, response_id: str, method: str, suffix: str, query: Mapping[str, Any] | None
+    state: Gateway,
+    caller: Caller,
+    kind: str,
+    object_id: str,
+    method: str,
+    suffix: str,
+    query: Mapping[str, Any] | None,
+    body: dict[str, Any] | None = None,
 ) -> tuple[int, bytes, dict[str, str]]:
-    """``method`` on the caller's team's stored response (``suffix``: "", "/cancel", "/input_items"), made at the
-    upstream that stored it: the answer's status, JSON body (``model`` the alias it was created on) and headers."""
-    stored = await read(state, lambda session: team_response(session, response_id=response_id, team_id=caller.team_id))
+    """``method`` on the caller's team's stored ``kind`` object (``suffix``: "", "/cancel", "/input_items",
+    "/messages"), made at the upstream that stored it: the answer's status, JSON body (``model`` the alias it was
+    created on) and headers. A chat completion's new metadata (``POST`` with ``body``) is kept for the list."""
+    request_id = _request_id()
+    try:
+        return await _on_object(state, caller, kind, object_id, method, suffix, query, body, request_id)
+    except GatewayError as error:  # a refusal carries the request's id too
+        error.headers.setdefault("x-request-id", request_id)
+        raise
+
+
+async def _on_object(
+    state: Gateway,
+    caller: Caller,
+    kind: str,
+    object_id: str,
+    method: str,
+    suffix: str,
+    query: Mapping[str, Any] | None,
+    body: dict[str, Any] | None,
+    request_id: str,
+) -> tuple[int, bytes, dict[str, str]]:
+    stored = await _owned(state, caller, kind, object_id)
     if stored is None:
-        raise unknown_response(response_id)
+        raise unknown(kind, object_id)
+    if body is not None:
+        body = {"metadata": chat_metadata(body)}
+    status, data, headers = await _call(state, stored, method, suffix, query, body, request_id)
+    if method == "DELETE":
+        await transaction(
+            state, lambda session: forget_object(session, kind=kind, object_id=object_id, team_id=caller.team_id)
+        )
+    elif isinstance(data, dict) and data.get("object") == kind:
+        data["model"] = stored.alias
+        if body is not None:
+            kept = data.get("metadata")
+            metadata: dict[str, str] = kept if isinstance(kept, dict) else body["metadata"] or {}
+            await transaction(
+                state,
+                lambda session: set_metadata(
+                    session, kind=kind, object_id=object_id, team_id=caller.team_id, metadata=metadata
+                ),
+            )
+    return status, orjson.dumps(data), headers
+
+
+async def list_chat_completions(
+    state: Gateway, caller: Caller, query: Mapping[str, str]
+) -> tuple[int, bytes, dict[str, str]]:
+    """``GET /v1/chat/completions``: the team's stored chat completions from the gateway's own index (``model``
+    the alias, ``metadata[key]=value`` filters, ``after``, ``limit``, ``order``), each read at its upstream."""
+    request_id = _request_id()
+    try:
+        return await _list_chats(state, caller, query, request_id)
+    except GatewayError as error:
+        error.headers.setdefault("x-request-id", request_id)
+        raise
+
+
+async def _list_chats(
+    state: Gateway, caller: Caller, query: Mapping[str, str], request_id: str
+) -> tuple[int, bytes, dict[str, str]]:
+    order = query.get("order") or "asc"
+    if order not in ("asc", "desc"):
+        raise InvalidRequest(f"Invalid value for 'order': {order!r} is not one of 'asc' or 'desc'.", param="order")
+    raw_limit = query.get("limit") or "20"
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise InvalidRequest(
+            f"Invalid value for 'limit': expected an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}.", param="limit"
+        )
+    wanted = {m.group(1): value for key, value in query.items() if (m := _METADATA.fullmatch(key))}
+    model, after = query.get("model"), query.get("after")
+    rows = await read(state, lambda session: team_objects(session, kind=CHAT_COMPLETION, team_id=caller.team_id))
+    rows = [
+        row
+        for row in rows
+        if (model is None or row.alias == model) and all((row.meta or {}).get(k) == v for k, v in wanted.items())
+    ]
+    if order == "desc":
+        rows.reverse()
+    if after:
+        start = next((i + 1 for i, row in enumerate(rows) if row.id == after), len(rows))
+        rows = rows[start:]
+    page, has_more = rows[: int(raw_limit)], len(rows) > int(raw_limit)
+    answers = await asyncio.gather(
+        *(_call(state, row, "GET", "", None, None, request_id) for row in page), return_exceptions=True
+    )
+    data = []
+    for row, answer in zip(page, answers, strict=True):
+        if isinstance(answer, NotFound):
+            continue  # gone at its upstream
+        if isinstance(answer, BaseException):
+            raise answer
+        obj = answer[1]
+        if isinstance(obj, dict):
+            obj["model"] = row.alias
+            data.append(obj)
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    listing = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more}
+    return 200, orjson.dumps(listing), {"x-request-id": request_id}
+
+
+def _request_id() -> str:
+    return "req_" + os.urandom(16).hex()
+
+
+async def _call(
+    state: Gateway,
+    stored: StoredObject,
+    method: str,
+    suffix: str,
+    query: Mapping[str, Any] | None,
+    body: dict[str, Any] | None,
+    request_id: str,
+) -> tuple[int, Any, dict[str, str]]:
+    """One call on ``stored`` at its upstream: the status, the decoded JSON and the headers to answer with."""
     upstream = await state.upstream(stored.upstream)
-    request_id = "req_" + os.urandom(16).hex()
     try:
         answer = await state.http.request(
             method,
-            f"{upstream.base_url}/responses/{response_id}{suffix}",
+            f"{upstream.base_url}{_PATHS[stored.kind]}/{stored.id}{suffix}",
             params=query,
+            content=None if body is None else orjson.dumps(body),
             headers=model_call_headers(upstream, request_id),
         )
     except httpx.TransportError as exc:
         raise unreachable(upstream, exc) from None
     headers = {"x-request-id": request_id}
     if answer.status_code == 404:
-        raise unknown_response(response_id)  # gone at the upstream too
+        raise unknown(stored.kind, stored.id)  # gone at the upstream too
     if answer.status_code >= 400:  # cancelling one not in the background: the upstream's words, without any key
         error = refused(upstream, answer.status_code, answer.content)
         error.headers = headers
@@ -90,10 +244,4 @@ async def at_upstream(
         data = orjson.loads(answer.content)
     except orjson.JSONDecodeError:
         raise answered_badly(upstream, 502, b"") from None
-    if method == "DELETE":
-        await transaction(
-            state, lambda session: forget_response(session, response_id=response_id, team_id=caller.team_id)
-        )
-    elif isinstance(data, dict) and data.get("object") == "response":
-        data["model"] = stored.alias
-    return answer.status_code, orjson.dumps(data), headers
+    return answer.status_code, data, headers

@@ -176,6 +176,12 @@ class _StoredResponse:
 
 
 @dataclass(slots=True)
+class _StoredChat:
+    obj: dict[str, Any]
+    messages: list[dict[str, Any]]  # the request's messages, as /messages lists them
+
+
+@dataclass(slots=True)
 class _Job:
     obj: dict[str, Any]
     fail: bool
@@ -347,6 +353,7 @@ class FakeUpstream:
         self._files: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._jobs: dict[str, _Job] = {}
         self._responses: dict[str, _StoredResponse] = {}  # store: true responses, with their input items
+        self._chats: dict[str, _StoredChat] = {}  # store: true chat completions, oldest first
         self._faults: dict[str, _Fault] = {}
         self._fail_next_job = False
         self._echo_authorization = False  # the hostile mode: the Authorization received is echoed back
@@ -356,6 +363,7 @@ class FakeUpstream:
         self._reset_stats()
         self._static: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self._chat,
+            ("GET", "/v1/chat/completions"): self._list_chats,
             ("POST", "/v1/completions"): self._completions,
             ("POST", "/v1/embeddings"): self._embeddings,
             ("POST", "/v1/responses"): self._create_response,
@@ -382,6 +390,10 @@ class FakeUpstream:
             ("POST", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/cancel"), self._cancel_job),
             ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/events"), self._job_events),
             ("GET", re.compile(r"/v1/fine_tuning/jobs/([^/]+)/checkpoints"), self._job_checkpoints),
+            ("GET", re.compile(r"/v1/chat/completions/([^/]+)"), self._get_chat),
+            ("POST", re.compile(r"/v1/chat/completions/([^/]+)"), self._update_chat),
+            ("DELETE", re.compile(r"/v1/chat/completions/([^/]+)"), self._delete_chat),
+            ("GET", re.compile(r"/v1/chat/completions/([^/]+)/messages"), self._chat_messages),
             ("GET", re.compile(r"/v1/responses/([^/]+)"), self._get_response),
             ("DELETE", re.compile(r"/v1/responses/([^/]+)"), self._delete_response),
             ("POST", re.compile(r"/v1/responses/([^/]+)/cancel"), self._cancel_response),
@@ -599,7 +611,7 @@ class FakeUpstream:
         usage = _usage(prompt, per_choice * n, cached)
         cid, created = _rid("chatcmpl-"), int(time.time())
 
-        if not stream:
+        def whole() -> list[dict[str, Any]]:
             choices = []
             for i in range(n):
                 message: dict[str, Any] = {
@@ -612,17 +624,40 @@ class FakeUpstream:
                     call = {"id": call_ids[i], "type": "function", "function": {"name": tool_name, "arguments": "{}"}}
                     message.update(content=None, tool_calls=[call])
                 choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": finish})
-            self._record("chat.completions", model, usage)
+            return choices
+
+        def completion() -> dict[str, Any]:
             return {
                 "id": cid,
                 "object": "chat.completion",
                 "created": created,
                 "model": model,
-                "choices": choices,
+                "choices": whole(),
                 "usage": usage,
                 "service_tier": "default",
                 "system_fingerprint": _FINGERPRINT,
             }
+
+        def done() -> None:  # the answer was sent whole: counted, and stored if asked (as OpenAI keeps it)
+            self._record("chat.completions", model, usage)
+            if body.get("store") is True:
+                kept = {**completion(), "metadata": dict(body.get("metadata") or {}), "request_id": None}
+                said = [
+                    {
+                        "id": f"{cid}-{i}",
+                        "role": m.get("role"),
+                        "content": _text(m.get("content")),
+                        "name": m.get("name"),
+                        "content_parts": None,
+                    }
+                    for i, m in enumerate(messages)
+                    if isinstance(m, dict)
+                ]
+                self._chats[cid] = _StoredChat(kept, said)
+
+        if not stream:
+            done()
+            return completion()
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         base: dict[str, Any] = {
@@ -656,8 +691,56 @@ class FakeUpstream:
         events += [chunk(i, {}, finish) for i in range(n)]
         if include_usage:
             events.append({**base, "choices": [], "usage": usage})
-        await self._sse(send, events, fault, lambda: self._record("chat.completions", model, usage))
+        await self._sse(send, events, fault, done)
         return None
+
+    def _stored_chat(self, completion_id: str) -> _StoredChat:
+        stored = self._chats.get(completion_id)
+        if stored is None:
+            raise _ApiError(404, f"Chat completion with id '{completion_id}' not found.")
+        return stored
+
+    @staticmethod
+    def _listing(req: _Req, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """A page of ``items`` (oldest first) by the query's ``order`` (asc by default), ``after`` and ``limit``."""
+        order = req.query.get("order", "asc")
+        if order not in ("asc", "desc"):
+            raise _ApiError(400, f"Invalid 'order': {order!r}.", param="order", code="invalid_value")
+        if order == "desc":
+            items = items[::-1]
+        data, has_more = _page(items, req.query.get("after"), req.limit(20))
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more}
+
+    async def _list_chats(self, req: _Req, send: Send) -> Any:
+        wanted = {k[9:-1]: v for k, v in req.query.items() if k.startswith("metadata[") and k.endswith("]")}
+        model = req.query.get("model")
+        chats = [
+            c.obj
+            for c in self._chats.values()
+            if (model is None or c.obj["model"] == model)
+            and all(c.obj["metadata"].get(k) == v for k, v in wanted.items())
+        ]
+        return self._listing(req, chats)
+
+    async def _get_chat(self, req: _Req, send: Send, completion_id: str) -> Any:
+        return self._stored_chat(completion_id).obj
+
+    async def _update_chat(self, req: _Req, send: Send, completion_id: str) -> Any:
+        stored = self._stored_chat(completion_id)
+        metadata = req.obj().get("metadata")
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise _ApiError(400, "Invalid 'metadata': expected an object of strings.", param="metadata")
+        stored.obj["metadata"] = dict(metadata)
+        return stored.obj
+
+    async def _delete_chat(self, req: _Req, send: Send, completion_id: str) -> Any:
+        self._stored_chat(completion_id)
+        del self._chats[completion_id]
+        return {"object": "chat.completion.deleted", "id": completion_id, "deleted": True}
+
+    async def _chat_messages(self, req: _Req, send: Send, completion_id: str) -> Any:
+        return self._listing(req, self._stored_chat(completion_id).messages)
 
     async def _completions(self, req: _Req, send: Send) -> Any:
         body = req.obj()

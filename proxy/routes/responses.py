@@ -16,6 +16,7 @@ from tunegate.proxy.calls.endpoint import model_call
 from tunegate.proxy.calls.stored import at_upstream
 from tunegate.proxy.errors import json_response
 from tunegate.proxy.state import gateway_of
+from tunegate.registry.stored import RESPONSE
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -54,5 +55,5 @@ async def _at_upstream(request: AnyRequest, response_id: str, method: str, suffi
     gateway = gateway_of(request)
     caller = await team_caller(gateway.keys, request.headers.get("authorization"), cannot="use responses")
     query = request.url.query_params if request.url.query else None
-    status, body, headers = await at_upstream(gateway, caller, response_id, method, suffix, query)
+    status, body, headers = await at_upstream(gateway, caller, RESPONSE, response_id, method, suffix, query)
     return json_response(status, body, headers)

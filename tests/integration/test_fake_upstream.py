@@ -611,3 +611,61 @@ def test_responses_faults(client: openai.OpenAI, http: httpx.Client) -> None:
     client.responses.create(model="slow", input="x")
     assert time.monotonic() - start >= 0.2
     assert http.get("/_stats").json()["by_endpoint"] == {"responses": 1}  # the failures are not counted
+
+
+# --- stored chat completions ------------------------------------------------------------------------------
+
+
+def test_stored_chat_completions_list_retrieve_update_messages_and_delete(
+    client: openai.OpenAI, http: httpx.Client
+) -> None:
+    run = {"run": f"fake-{time.time_ns()}"}
+    kept = [
+        client.chat.completions.create(model=model, messages=[SYSTEM, USER], store=True, metadata={**run, "n": n})
+        for n, model in (("1", "gpt-4o-mini"), ("2", "gpt-4o"), ("3", "gpt-4o-mini"))
+    ]
+    unstored = client.chat.completions.create(model="gpt-4o-mini", messages=[USER], metadata=run)
+    with pytest.raises(openai.NotFoundError, match=f"Chat completion with id '{unstored.id}' not found"):
+        client.chat.completions.retrieve(unstored.id)
+    streamed = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[USER], store=True, metadata={**run, "n": "4"}, stream=True
+    )
+    streamed_id = {chunk.id for chunk in streamed}.pop()  # stored once the stream is sent whole
+
+    got = client.chat.completions.retrieve(kept[0].id)
+    assert (got.id, got.model, got.choices[0].message.content, got.metadata) == (
+        kept[0].id,
+        "gpt-4o-mini",
+        REPLY,
+        {**run, "n": "1"},
+    )
+    listing = http.get("/v1/chat/completions", params={"metadata[run]": run["run"]}).json()
+    validate(listing, "ChatCompletionList")
+    assert [c["id"] for c in listing["data"]] == [*(c.id for c in kept), streamed_id]  # oldest first
+    one = client.chat.completions.list(metadata={**run, "n": "2"})
+    assert [c.id for c in one.data] == [kept[1].id]
+    minis = client.chat.completions.list(metadata=run, model="gpt-4o-mini", order="desc", limit=1)
+    assert ([c.id for c in minis.data], minis.has_more) == ([streamed_id], True)
+    after = client.chat.completions.list(metadata=run, model="gpt-4o-mini", order="desc", after=streamed_id)
+    assert ([c.id for c in after.data], after.has_more) == ([kept[2].id, kept[0].id], False)
+
+    messages = client.chat.completions.messages.list(kept[0].id)
+    assert [(m.id, m.role, m.content) for m in messages.data] == [
+        (f"{kept[0].id}-0", "system", "You are terse."),
+        (f"{kept[0].id}-1", "user", "Hello, world!"),
+    ]
+    last = client.chat.completions.messages.list(kept[0].id, order="desc", limit=1)
+    assert ([m.content for m in last.data], last.has_more) == (["Hello, world!"], True)
+
+    updated = client.chat.completions.update(kept[0].id, metadata={"run": run["run"], "n": "one"})
+    assert updated.metadata == {"run": run["run"], "n": "one"}
+    assert client.chat.completions.list(metadata={**run, "n": "1"}).data == []
+    bad = http.post(f"/v1/chat/completions/{kept[0].id}", json={"metadata": {"n": 1}})
+    assert (bad.status_code, bad.json()["error"]["param"]) == (400, "metadata")
+
+    deleted = http.delete(f"/v1/chat/completions/{kept[1].id}").json()
+    assert deleted == {"object": "chat.completion.deleted", "id": kept[1].id, "deleted": True}
+    assert client.chat.completions.delete(kept[2].id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.messages.list(kept[1].id)
+    assert [c.id for c in client.chat.completions.list(metadata=run).data] == [kept[0].id, streamed_id]

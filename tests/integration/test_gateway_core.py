@@ -379,8 +379,8 @@ def test_model_calls_answer_the_same_through_litestar_and_around_it(gateway: Gat
     assert [e.status_code for e in errors] == [400, 400]
     assert _error(errors[0]) == _error(errors[1])
     assert _error(errors[0])["code"] == "missing_required_parameter"
-    wrong_method = httpx.get(gateway.base_url + "/chat/completions", headers=auth)
-    assert wrong_method.status_code == 405 and _error(wrong_method)["message"].startswith("Method GET is not allowed")
+    wrong_method = httpx.put(gateway.base_url + "/chat/completions", headers=auth)  # GET lists stored ones
+    assert wrong_method.status_code == 405 and _error(wrong_method)["message"].startswith("Method PUT is not allowed")
 
 
 def test_upstream_client_error_is_passed_on(gateway: GatewayHandle, fake_upstream: FakeUpstreamHandle) -> None:
