@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tunegate.config import Settings, UpstreamSettings, load_settings
+from tunegate.config.settings import ServerSettings
 
 DEMO_UPSTREAM_ENV = "TUNEGATE_DEMO_UPSTREAM_URL"
 PREPARED_ENV = "TUNEGATE_WORKER_DATABASE_PREPARED"  # set by `serve --workers N` for its workers: skip migrating
@@ -150,9 +151,12 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
 
 
-def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
-    import uvicorn
+def uvicorn_config(app: Any, host: str, port: int, *, server: ServerSettings | None = None, **extra: Any) -> Any:
+    """uvicorn's config for the gateway: its own HTTP protocol (proxy.connections) and the ``server.*`` bounds on
+    client connections (keep-alive, header size and deadline, connections a process, the shutdown grace)."""
+    from tunegate.proxy.connections import GatewayConfig
 
+    server = server or ServerSettings()
     try:
         import uvloop  # noqa: F401
 
@@ -160,12 +164,16 @@ def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> Any:
     except ImportError:
         loop = "asyncio"
     # ws="none": the gateway serves no WebSocket, and uvicorn would import the websockets package (2.2 MiB).
-    return uvicorn.Config(
+    return GatewayConfig(
         app,
+        max_header_bytes=server.max_header_bytes,
+        header_timeout=server.header_timeout_seconds,
+        timeout_keep_alive=server.keep_alive_seconds,
+        limit_concurrency=server.max_connections,
+        timeout_graceful_shutdown=server.shutdown_grace_seconds,
         host=host,
         port=port,
         loop=loop,
-        http="httptools",
         ws="none",
         log_config=None,  # uvicorn's records go through configure_logging's handler (JSON too); its access log is off
         log_level=logging.getLevelName(logging.root.level).lower(),

@@ -170,7 +170,7 @@ def run_serve(args: argparse.Namespace) -> int:
     gateway = Gateway(settings, prepared=True)
     if args.demo:
         _print_demo(_ensure_demo_key(gateway.engine, settings), host, port)
-    server = uvicorn.Server(uvicorn_config(create_app(settings, gateway=gateway), host, port))
+    server = uvicorn.Server(uvicorn_config(create_app(settings, gateway=gateway), host, port, server=settings.server))
     _exit_cleanly_after_graceful_shutdown()
     server.run()
     return 0
@@ -218,7 +218,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, host: str, port
         # Each worker writes its metric values to files here; /metrics in any worker sums them all.
         metrics_dir = tempfile.mkdtemp(prefix="tunegate-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    config = uvicorn_config(WORKER_APP, host, port, factory=True, workers=args.workers)
+    config = uvicorn_config(WORKER_APP, host, port, server=settings.server, factory=True, workers=args.workers)
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
     try:
         supervisor.run()  # until SIGTERM/SIGINT: each worker then shuts down (flushing its usage records)
