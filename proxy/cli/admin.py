@@ -413,7 +413,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create = _command(keys, "create", key_create, "make a key (printed once)", common)
     create.add_argument("--team", required=True)
     create.add_argument("--name")
-    create.add_argument("--role", default="team", choices=["team", "finance", "admin"])
+    create.add_argument("--role", default="team", choices=["team", "finance", "team_finance", "admin"])
     create.add_argument("--alias", action="append", help="limit the key to this alias (repeat for more)")
     create.add_argument("--expires", help="a date (UTC) or date-time")
     _command(keys, "list", key_list, "list keys (prefix and metadata, never the key)", common).add_argument("--team")

@@ -19,6 +19,8 @@ import openai
 import pytest
 
 from tests.integration.finance_support import QUESTION, FinanceGateway, finance_gateway
+from tests.utils.gateways import ADMIN_KEY
+from tests.utils.processes import run_tunegate
 from tests.utils.upstreams import FakeUpstreamHandle
 
 DAY = 86400
@@ -163,3 +165,15 @@ def test_the_team_usage_of_a_team_finance_key_and_what_it_cannot_do(scoped: Scop
     )
     assert changed.status_code == 403
     assert get(scoped, scoped.alpha_finance, "/admin/keys").status_code == 403
+
+
+def test_the_command_line_makes_a_team_finance_key(scoped: Scoped) -> None:
+    made = run_tunegate(
+        ["key", "create", "--team", scoped.alpha, "--role", "team_finance", "--name", "alpha books 2"],
+        env={"TUNEGATE_URL": scoped.fin.url, "TUNEGATE_ADMIN_KEY": ADMIN_KEY},
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    report = get(scoped, key, "/admin/usage", group_by="team")
+    assert report.status_code == 200, report.text
+    assert by_team(report.json(), "requests") == {scoped.alpha: (2,)}
