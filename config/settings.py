@@ -67,10 +67,12 @@ class ServerSettings(_Strict):
     read_timeout: float = Field(default=600.0, gt=0)
     # Client connections (`tunegate serve`, each process): an idle connection is closed keep_alive_seconds after
     # it opens or after its last answer; a request's headers must arrive within header_timeout_seconds (408) and
-    # hold at most max_header_bytes (431); beyond max_connections open connections or requests in flight, requests
-    # get 503; on SIGTERM, requests in flight get shutdown_grace_seconds to finish, then are cancelled.
+    # hold at most max_header_bytes (431); a body that stops arriving for body_timeout_seconds gets 408; beyond
+    # max_connections open connections or requests in flight, requests get 503; on SIGTERM, requests in flight
+    # get shutdown_grace_seconds to finish, then are cancelled.
     keep_alive_seconds: int = Field(default=5, ge=1)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     max_connections: int = Field(default=1024, ge=1)
     shutdown_grace_seconds: int = Field(default=30, ge=0)

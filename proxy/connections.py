@@ -1,6 +1,7 @@
 """The gateway's client connections: uvicorn's httptools protocol with the bounds it lacks (it has none for
 header bytes, and its keep-alive timer starts only after a first answer): an idle connection is closed from
-the moment it opens, a request's headers must arrive within a deadline and stay under a size (431 beyond).
+the moment it opens, a request's headers must arrive within a deadline and stay under a size (431 beyond), and
+a body that stops arriving for too long is answered 408 (the app sees the client gone).
 
 Used by ``tunegate serve`` through ``proxy.serving.uvicorn_config``; the limits travel on the uvicorn config,
 which ``serve --workers N`` hands to each worker process.
@@ -26,9 +27,12 @@ class _HeadersTooLarge(Exception):
 class GatewayConfig(uvicorn.Config):
     """uvicorn's config, carrying the header bounds the protocol reads (picklable: workers get a copy)."""
 
-    def __init__(self, app: Any, *, max_header_bytes: int, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, app: Any, *, max_header_bytes: int, header_timeout: float, body_timeout: float, **kwargs: Any
+    ) -> None:
         self.max_header_bytes = max_header_bytes
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         super().__init__(app, http=GatewayHttpProtocol, **kwargs)
 
 
@@ -41,6 +45,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._parsed_bytes = 0  # the request line and header lines parsed so far
         self._unparsed_bytes = 0  # bytes received while the headers were incomplete (one header may be huge)
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._body_timeout: float | None = getattr(config, "body_timeout", None)
+        self._body_deadline: asyncio.TimerHandle | None = None
+        self._body_seen = 0.0  # loop time of the body's last bytes (or of the headers' end)
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -50,6 +57,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        self._cancel_body_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -92,6 +100,36 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._cancel_deadline()
         super().on_headers_complete()
+        if self._body_timeout is not None:
+            self._body_seen = self.loop.time()
+            self._cancel_body_deadline()
+            self._body_deadline = self.loop.call_later(self._body_timeout, self._body_late)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_seen = self.loop.time()  # one clock read a chunk; the timer is re-armed only when it fires
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._cancel_body_deadline()
+        super().on_message_complete()
+
+    def _body_late(self) -> None:
+        self._body_deadline = None
+        cycle, timeout = self.cycle, self._body_timeout
+        if cycle is None or timeout is None or not cycle.more_body or self.transport.is_closing():
+            return
+        waited = self.loop.time() - self._body_seen
+        if waited < timeout or self.flow.read_paused:  # bytes came since, or the app is not reading: not the client
+            self._body_deadline = self.loop.call_later(max(timeout - waited, 0.05), self._body_late)
+        elif cycle.response_started:
+            self.transport.close()
+        else:
+            self._refuse(408, f"The request's body stopped arriving for {timeout:g} s.", "timeout")
+
+    def _cancel_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
 
     def _count(self, size: int) -> None:
         self._parsed_bytes += size

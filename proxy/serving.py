@@ -168,6 +168,7 @@ def uvicorn_config(app: Any, host: str, port: int, *, server: ServerSettings | N
         app,
         max_header_bytes=server.max_header_bytes,
         header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
         timeout_keep_alive=server.keep_alive_seconds,
         limit_concurrency=server.max_connections,
         timeout_graceful_shutdown=server.shutdown_grace_seconds,

@@ -1,7 +1,7 @@
 """Client connections that never finish are bounded (`tunegate serve`, raw sockets on loopback): an idle
 connection is closed after the keep-alive timeout, also before its first request; headers over the size limit
-are refused with 431 and the connection closed, whether they complete or not; headers that stop arriving get 408;
-SIGTERM with a half-sent body exits once the shutdown grace period is over."""
+are refused with 431 and the connection closed, whether they complete or not; headers, or a body, that stop
+arriving get 408; SIGTERM with a half-sent body exits once the shutdown grace period is over."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from tests.utils.upstreams import UPSTREAM_KEY, FakeUpstreamHandle
 
 pytestmark = pytest.mark.slow
 
-BOUNDS = "keep_alive_seconds: 1, header_timeout_seconds: 2, max_header_bytes: 8192, shutdown_grace_seconds: 2"
+BOUNDS = (
+    "keep_alive_seconds: 1, header_timeout_seconds: 2, body_timeout_seconds: 5, max_header_bytes: 8192,"
+    " shutdown_grace_seconds: 2"
+)
 ENV = {"TUNEGATE_ADMIN_KEY": ADMIN_KEY, "TUNEGATE_TEST_UPSTREAM_KEY": UPSTREAM_KEY}
 
 
@@ -103,17 +106,30 @@ def test_headers_that_stop_arriving_get_408(served: Served) -> None:
     assert json.loads(body)["error"]["code"] == "timeout"
 
 
+def test_a_body_that_stops_arriving_gets_408(served: Served) -> None:
+    with connect(served) as partial:
+        partial.sendall(half_sent_body())
+        status, body = status_and_body(read_all(partial))
+    assert status == 408
+    assert json.loads(body)["error"]["code"] == "timeout"
+
+
+def half_sent_body() -> bytes:
+    """POST /admin/teams with the admin key: 14 bytes of a 1,000-byte body, so the app waits for the rest."""
+    return (
+        b"POST /admin/teams HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer "
+        + ADMIN_KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        + b'{"name": "half'
+    )
+
+
 def test_sigterm_with_a_half_sent_body_exits_within_the_grace_period(
     fake_upstream: FakeUpstreamHandle, tmp_path: Path
 ) -> None:
     for gateway in start(tmp_path, fake_upstream):
         with connect(gateway, timeout=30) as half:
-            half.sendall(
-                b"POST /admin/teams HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer "
-                + ADMIN_KEY.encode()
-                + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-                + b'{"name": "half'
-            )
+            half.sendall(half_sent_body())  # its body timeout (5 s) is after the grace period (2 s)
             time.sleep(0.5)  # the request is in the app, waiting for the rest of its body
             began = time.monotonic()
             output = gateway.stop(timeout=30)
