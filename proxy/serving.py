@@ -95,13 +95,18 @@ class BatchedStreamHandler(logging.Handler):
         self._interval = interval
         self._pending: collections.deque[logging.LogRecord] = collections.deque()
         self._wake = threading.Event()
+        self._writing = threading.Lock()  # one writer at a time: the thread, a flush, a write after close
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="tunegate-log", daemon=True)
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         self._pending.append(record)  # deque.append is atomic: no lock on the caller's side
-        if record.levelno >= logging.WARNING:
+        if self._closed:
+            # Closed but still attached: logging.config.dictConfig closes every handler it finds (uvicorn's config
+            # of the demo's built-in upstream does), and a closed StreamHandler goes on writing: so does this one.
+            self._write()
+        elif record.levelno >= logging.WARNING:
             self._wake.set()  # a warning is written at once
 
     def _run(self) -> None:
@@ -111,6 +116,10 @@ class BatchedStreamHandler(logging.Handler):
             self._write()
 
     def _write(self) -> None:
+        with self._writing:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
         lines = []
         while self._pending:
             record = self._pending.popleft()

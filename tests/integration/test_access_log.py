@@ -93,3 +93,20 @@ def test_a_refused_model_call_and_an_admin_call_have_lines_of_their_own(served: 
     line = access_line(served, teams.headers["x-request-id"])  # the access log gave the answer its id
     assert line["method"] == "GET" and line["path"] == "/admin/teams" and line["status"] == 200
     assert line["duration_ms"] > 0
+
+
+def test_the_demo_logs_its_model_calls_too(tmp_path: Any) -> None:
+    """``make run``: the demo's built-in upstream configures uvicorn's logging (logging.config closes every handler
+    it finds); the gateway's access lines still reach the output."""
+    env = {"TUNEGATE_ADMIN_KEY": ADMIN_KEY}
+    with serve_tunegate(["--demo"], port=free_port(), cwd=tmp_path, env=env) as demo:
+        client = openai.OpenAI(base_url=demo.url + "/v1", api_key="tg-demo-key", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="pudong-support", messages=[{"role": "user", "content": QUESTION}]
+        )
+        request_id = raw.headers["x-request-id"]
+        line: str = eventually(
+            lambda: next((line for line in demo.output().splitlines() if request_id in line), None),
+            what=f"the demo's access log line of {request_id}",
+        )
+    assert "tunegate.access" in line and "status=200" in line and "alias=pudong-support" in line
