@@ -6,12 +6,13 @@ the line of every request when its answer ends."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
+
+from tunegate.proxy.calls.exchange import new_request_id
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -100,7 +101,7 @@ class AccessLog:
                 headers = message.setdefault("headers", [])
                 request_id = next((v for k, v in headers if k.lower() == b"x-request-id"), None)
                 if request_id is None:
-                    request_id = ("req_" + os.urandom(16).hex()).encode()
+                    request_id = new_request_id().encode()
                     message["headers"] = [*headers, (b"x-request-id", request_id)]
                 line["request_id"] = request_id.decode("latin-1")
             await send(message)

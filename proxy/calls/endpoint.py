@@ -16,9 +16,9 @@ from tunegate.proxy.auth import team_caller
 from tunegate.proxy.calls.answers import Answer
 from tunegate.proxy.calls.exchange import Attempt, Exchange, Outcome
 from tunegate.proxy.calls.forwarding import forward
-from tunegate.proxy.calls.parsing import check_streaming, optional, parse_json, require
+from tunegate.proxy.calls.parsing import check_streaming, metadata_of, optional, parse_json, require
 from tunegate.proxy.calls.recording import usage_record
-from tunegate.proxy.calls.stored import chat_metadata, check_previous, owner
+from tunegate.proxy.calls.stored import check_previous, owner
 from tunegate.proxy.state import Gateway
 from tunegate.registry.stored import CHAT_COMPLETION, RESPONSE
 
@@ -48,7 +48,7 @@ async def model_call(state: Gateway, request: Request[Any, Any, Any], path: str)
     if endpoint == "responses":
         own = owner(state, caller, alias.name, RESPONSE)
     elif body.get("store") is True and endpoint == "chat.completions":
-        own = owner(state, caller, alias.name, CHAT_COMPLETION, chat_metadata(body))
+        own = owner(state, caller, alias.name, CHAT_COMPLETION, metadata_of(body))
     upstreams = await state.upstreams()
     exchange = Exchange(caller, endpoint, path, alias, body)
 

@@ -15,6 +15,11 @@ from tunegate.registry.aliases import ResolvedAlias, Target
 from tunegate.registry.teams import Caller
 
 
+def new_request_id() -> str:
+    """A request's id as the answers carry it: 16 random bytes in hex (cheaper than uuid4)."""
+    return "req_" + os.urandom(16).hex()
+
+
 @dataclass
 class Exchange:
     """A model call on its way through the gateway: who asked, for what, and when."""
@@ -25,7 +30,7 @@ class Exchange:
     alias: ResolvedAlias
     body: dict[str, Any]
     started: float = field(default_factory=time.perf_counter)
-    request_id: str = field(default_factory=lambda: "req_" + os.urandom(16).hex())  # cheaper than uuid4
+    request_id: str = field(default_factory=lambda: new_request_id())
 
     @property
     def stream(self) -> bool:

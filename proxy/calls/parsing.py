@@ -82,3 +82,14 @@ def _kind(value: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", list: "an array", dict: "an object"}.get(
         type(value), type(value).__name__
     )
+
+
+def metadata_of(body: dict[str, Any]) -> dict[str, str] | None:
+    """A body's ``metadata``: an object of strings, as OpenAI takes it (chat completions, fine-tuning jobs), else a
+    400 naming it."""
+    metadata = body.get("metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InvalidRequest("Invalid value for 'metadata': expected an object of strings.", param="metadata")
+    return metadata

@@ -6,7 +6,6 @@ team's id is answered exactly as an unknown one."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import httpx
 import orjson
 
-from tunegate.proxy.calls.exchange import Attempt, Own
+from tunegate.proxy.calls.exchange import Attempt, Own, new_request_id
+from tunegate.proxy.calls.parsing import metadata_of
 from tunegate.proxy.errors import GatewayError, InvalidRequest, NotFound
 from tunegate.proxy.state import Gateway, read, transaction
 from tunegate.proxy.upstream.calls import answered_badly, model_call_headers, refused, unreachable
@@ -58,16 +58,6 @@ def owner(state: Gateway, caller: Caller, alias: str, kind: str, metadata: dict[
     return own
 
 
-def chat_metadata(body: dict[str, Any]) -> dict[str, str] | None:
-    """A chat completion's ``metadata`` (string values, as OpenAI takes them), else a 400 naming it."""
-    metadata = body.get("metadata")
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise InvalidRequest("Invalid value for 'metadata': expected an object of strings.", param="metadata")
-    return metadata
-
-
 async def check_previous(state: Gateway, caller: Caller, body: dict[str, Any]) -> None:
     """A ``previous_response_id`` must name one of the caller's team's responses: another team's is refused as the
     upstream refuses an unknown one (404 previous_response_not_found)."""
@@ -109,7 +99,7 @@ async def at_upstream(
     """``method`` on the caller's team's stored ``kind`` object (``suffix``: "", "/cancel", "/input_items",
     "/messages"), made at the upstream that stored it: the answer's status, JSON body (``model`` the alias it was
     created on) and headers. A chat completion's new metadata (``POST`` with ``body``) is kept for the list."""
-    request_id = _request_id()
+    request_id = new_request_id()
     try:
         return await _on_object(state, caller, kind, object_id, method, suffix, query, body, request_id)
     except GatewayError as error:  # a refusal carries the request's id too
@@ -132,7 +122,7 @@ async def _on_object(
     if stored is None:
         raise unknown(kind, object_id)
     if body is not None:
-        body = {"metadata": chat_metadata(body)}
+        body = {"metadata": metadata_of(body)}
     status, data, headers = await _call(state, stored, method, suffix, query, body, request_id)
     if method == "DELETE":
         await transaction(
@@ -157,7 +147,7 @@ async def list_chat_completions(
 ) -> tuple[int, bytes, dict[str, str]]:
     """``GET /v1/chat/completions``: the team's stored chat completions from the gateway's own index (``model``
     the alias, ``metadata[key]=value`` filters, ``after``, ``limit``, ``order``), each read at its upstream."""
-    request_id = _request_id()
+    request_id = new_request_id()
     try:
         return await _list_chats(state, caller, query, request_id)
     except GatewayError as error:
@@ -206,10 +196,6 @@ async def _list_chats(
     first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
     listing = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more}
     return 200, orjson.dumps(listing), {"x-request-id": request_id}
-
-
-def _request_id() -> str:
-    return "req_" + os.urandom(16).hex()
 
 
 async def _call(

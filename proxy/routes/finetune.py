@@ -23,7 +23,7 @@ from sqlmodel import Session
 from tunegate.config import Settings
 from tunegate.proxy import auth
 from tunegate.proxy.auth import admin_guard
-from tunegate.proxy.calls.parsing import read_json, require
+from tunegate.proxy.calls.parsing import metadata_of, read_json, require
 from tunegate.proxy.errors import GatewayError, InvalidRequest, MissingParameter, RequestTooLarge, json_response
 from tunegate.proxy.finetune.service import TeamFinetuning, refresh_retirements, upstream_names
 from tunegate.proxy.state import Gateway, gateway_of, read, transaction
@@ -227,15 +227,6 @@ class FilesController(Controller):
 # -- jobs ------------------------------------------------------------------------------------------------
 
 
-def _metadata(body: dict[str, Any]) -> dict[str, str] | None:
-    metadata = body.get("metadata")
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise InvalidRequest("Invalid value for 'metadata': expected an object of strings.", param="metadata")
-    return metadata
-
-
 def _method(body: dict[str, Any]) -> dict[str, Any] | None:
     """The request's ``method`` as OpenAI defines it, checked: ``{"type": T, T: {"hyperparameters": {...}}}``,
     a reinforcement method with its ``grader``. None when the request names none (supervised)."""
@@ -300,7 +291,7 @@ class FineTuningController(Controller):
             body=body,
             training_id=training_id,
             validation_id=validation_id,
-            metadata=_metadata(body),
+            metadata=metadata_of(body),
             method=_method(body),
         )
         return json_response(200, orjson.dumps(job_object(job)))

@@ -55,7 +55,7 @@ def test_version_is_the_installed_distributions() -> None:
         (
             ["key", "create", "--team", "t", "--role", "admn"],
             "tunegate key create: error: argument --role: invalid choice: 'admn'; did you mean 'admin'? "
-            "(choose from team, finance, admin)",
+            "(choose from team, finance, team_finance, admin)",
         ),
     ],
 )
