@@ -40,6 +40,7 @@ refuses() {
   fi
 }
 refuses --set replicaCount=3 "each replica would keep its own SQLite registry"
+refuses --set serviceMonitor.enabled=true "Prometheus would be refused"
 refuses --set autoscaling.enabled=true "the autoscaler would start replicas that each keep their own SQLite registry"
 refuses --set replicaCount=three "replicaCount: Invalid type. Expected: integer"
 refuses --set replicaCuont=3 "Additional property replicaCuont is not allowed"
